@@ -1,0 +1,145 @@
+"""The run config: one YAML file describes a run. Every field has a default (from the method doc
+where it gives one) and is validated; unknown fields are errors, so a typo never silently falls
+back to a default. The resolved config is echoed into the run directory with the package version.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    model: str = "qwen2.5-coder-1.5b"  # alias (see `heal models list`), transformers folder, .gguf, or hub id
+    engine: Literal["hf", "llamacpp"] = "llamacpp"
+    device: str = "cpu"  # hf engine: "cpu", "cuda", "cuda:1", "mps"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32 is ~5x faster than bf16 on CPUs
+    n_ctx: int = Field(4096, gt=0)  # llamacpp context window
+    threads: int | None = None  # llamacpp threads (None: all cores)
+    batch_size: int = Field(8, gt=0)  # hf engine: sequences per generate() call
+
+
+class DataConfig(_Strict):
+    # A file (.jsonl/.json/.parquet), a saved HF dataset folder, `reasoning_gym:<task>`, or `champ`.
+    source: str = "reasoning_gym:chain_sum"
+    size: int | None = Field(None, gt=0)  # how many to generate (reasoning_gym; default 100) or the first N of a file (None: all)
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)  # reasoning_gym task parameters
+    limit: int | None = None  # keep at most this many problems after loading
+    on_error: Literal["raise", "skip"] = "raise"  # a malformed record: stop with its file/line, or skip and report it
+    # Task suffixes that fight the instruction (method doc, "prompt hygiene").
+    strip_suffixes: list[str] = Field(
+        default_factory=lambda: ["Give only the result as your final answer."]
+    )
+    # Field names for file sources whose records use other names.
+    fields: dict[str, str] = Field(default_factory=lambda: {"id": "id", "question": "question", "answer": "answer"})
+
+
+class PromptConfig(_Strict):
+    system: str | None = None
+    template: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(0.6, ge=0.0)  # 0 = greedy
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)  # 0 = off
+    max_new_tokens: int = Field(384, gt=0)
+    seed: int = 0
+
+
+class SampleStageConfig(_Strict):
+    k: int = Field(4, gt=0)  # samples per problem (paper: 30)
+    record_entropy: bool = True
+    solved_min_pass: float = Field(0.5, ge=0.0, le=1.0)  # tier `solved`: pass rate >= this
+    corner_max_correct: int = Field(1, ge=0)  # tier `corner`: at most this many correct of K
+
+
+class VerifyConfig(_Strict):
+    method: Literal["math_verify", "reasoning_gym"] = "math_verify"
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class RunConfig(_Strict):
+    output_dir: str = "runs/demo"
+    teacher: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sample: SampleStageConfig = Field(default_factory=SampleStageConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if "{question}" not in self.prompt.template:
+            raise ValueError("prompt.template must contain '{question}'")
+        return self
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(root)"
+        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def default_config_text() -> str:
+    """The embedded default config (configs/demo.yaml shipped inside the package)."""
+    return resources.files("heal").joinpath("configs/demo.yaml").read_text()
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> RunConfig:
+    """Load a YAML config (None: the embedded default), apply dotted overrides, validate."""
+    if path is None:
+        source, raw = "<embedded demo.yaml>", yaml.safe_load(default_config_text()) or {}
+    else:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {source} must be a mapping at the top level")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`sample.k=8` -> ("sample.k", 8); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def echo_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Write the resolved config and the package version into the run directory (atomically)."""
+    from heal import __version__
+    from heal.store import atomic_write_text
+
+    body = {"heal_version": __version__, **cfg.model_dump(mode="json")}
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(body, sort_keys=False))

@@ -1,0 +1,28 @@
+"""Engines: one small protocol (base.Engine), one module per backend."""
+
+from heal.engines.base import Completion, Engine, SamplingParams, Scored, chat_prompt_ids
+
+__all__ = ["Completion", "Engine", "SamplingParams", "Scored", "chat_prompt_ids", "make_engine"]
+
+
+def make_engine(model_cfg) -> Engine:
+    """Build the engine a ModelConfig names. Models are resolved offline (see heal.models)."""
+    from heal.models import resolve
+
+    paths = resolve(model_cfg.model)
+    if model_cfg.engine == "hf":
+        if paths.hf is None:
+            raise ValueError(f"engine 'hf' needs a transformers folder; {model_cfg.model} is a bare GGUF")
+        from heal.engines.hf import HFEngine
+
+        return HFEngine(paths.hf, device=model_cfg.device, dtype=model_cfg.dtype, batch_size=model_cfg.batch_size)
+    if model_cfg.engine == "llamacpp":
+        if paths.gguf is None:
+            raise ValueError(
+                f"engine 'llamacpp' needs a GGUF file; {model_cfg.model} has none (use an alias from "
+                f"`heal models list`, a .gguf path, or a folder holding one)"
+            )
+        from heal.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads)
+    raise ValueError(f"unknown engine {model_cfg.engine!r}")

@@ -1,0 +1,111 @@
+"""The engine protocol: what every backend (transformers, llama.cpp, later vLLM and OpenAI-compatible
+servers) provides. Engines speak token ids, know nothing of HEAL, and never store full logits:
+per generated token they report the sampled token's log-probability and the entropy of the
+next-token distribution at temperature 1 (two scalars).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.6  # 0 = greedy
+    top_p: float = 0.95
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 384
+    seed: int = 0
+    stop_token_ids: tuple[int, ...] = ()  # in addition to the model's end-of-sequence tokens
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Completion:
+    """One generated continuation of a prompt (the prompt's ids are not repeated here)."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (end-of-sequence or a stop token) | "length" (max_new_tokens)
+    logprobs: list[float] | None = None  # log p(token_t | context) at temperature 1
+    entropy: list[float] | None = None  # H of the next-token distribution at temperature 1, per token
+    entropy_kind: str | None = None  # "exact" (full vocabulary) | "topk" (estimate)
+    seed: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class Scored:
+    """Teacher-forced pass over a given completion."""
+
+    logprobs: list[float]  # log p(completion_t | prompt, completion_<t), temperature 1
+    entropy: list[float] = field(default_factory=list)  # H at each completion position
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    tokenizer: object  # a transformers tokenizer (shared chat template, ids)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
+                 record_entropy: bool = True) -> list[list[Completion]]:
+        """n completions for each prompt (token ids). Sample j of prompt i uses seed params.seed + j
+        where the engine can seed per sample. A prompt that ends inside an assistant turn is a
+        continuation: the engine just keeps going from those ids (no re-tokenisation)."""
+        ...
+
+    def score(self, prompt: Sequence[int], completion: Sequence[int]) -> Scored:
+        """Log-probs and entropies of `completion` given `prompt`, by teacher forcing."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def entropy_from_logits(logits: np.ndarray) -> np.ndarray:
+    """H = -sum p log p over the last axis, from raw logits (temperature 1), in float64."""
+    x = logits.astype(np.float64, copy=False)
+    m = x.max(axis=-1, keepdims=True)
+    z = x - m
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)
+    logp = z - np.log(s)
+    return -(e / s * logp).sum(axis=-1)
+
+
+def eos_ids(tokenizer, generation_config=None) -> set[int]:
+    """Every id that ends an assistant turn: the tokenizer's EOS and the generation config's."""
+    ids: set[int] = set()
+    for src in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(int(x) for x in src)
+    # Chat models end a turn with an end-of-turn token that may differ from EOS (Qwen: <|im_end|>).
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if hasattr(tokenizer, "convert_tokens_to_ids") else None
+        if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) and tid >= 0:
+            ids.add(tid)
+    return ids
+
+
+def chat_prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """Token ids of a chat prompt ending where the assistant's answer begins."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(out, dict) or hasattr(out, "input_ids"):
+            out = out["input_ids"]
+        return [int(t) for t in out]
+    # A base model without a chat template: plain text prompt.
+    text = (system + "\n\n" if system else "") + question + "\n\n"
+    return tokenizer(text, add_special_tokens=True)["input_ids"]

@@ -1,0 +1,129 @@
+"""transformers engine: the exact reference, the scorer and (later) the training model.
+
+Generation is `model.generate` on left-padded batches with the KV cache. A logits processor placed
+before the sampling warpers sees the raw next-token logits at every step and keeps two scalars per
+row (the entropy at temperature 1, and the log-softmax row needed to read the sampled token's
+log-probability at the next step), so no full logits are ever stored.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+
+
+class EntropyRecorder:
+    """LogitsProcessor that records entropy and the chosen token's log-prob per step (temperature 1)."""
+
+    def __init__(self, prompt_len: int, record_entropy: bool = True):
+        self.prompt_len = prompt_len
+        self.record_entropy = record_entropy
+        self.entropy: list[torch.Tensor] = []
+        self.logprobs: list[torch.Tensor] = []
+        self._prev_logp: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._prev_logp is not None:  # the token sampled at the previous step is now known
+            self.logprobs.append(self._prev_logp.gather(1, input_ids[:, -1:]).squeeze(1))
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        if self.record_entropy:
+            self.entropy.append(-(logp.exp() * logp).sum(-1))
+        self._prev_logp = logp
+        return scores
+
+    def finish(self, sequences: torch.LongTensor) -> None:
+        n_steps = sequences.shape[1] - self.prompt_len
+        if self._prev_logp is not None and len(self.logprobs) < n_steps:
+            self.logprobs.append(self._prev_logp.gather(1, sequences[:, -1:]).squeeze(1))
+        self._prev_logp = None
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
+                 model=None, tokenizer=None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
+        self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval()
+        self.eos = sorted(eos_ids(self.tokenizer, self.model.generation_config))
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.eos[0]
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
+                 record_entropy: bool = True) -> list[list[Completion]]:
+        jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        out: list[list[Completion | None]] = [[None] * n for _ in prompts]
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start : start + self.batch_size]
+            seed = params.seed + start  # one torch seed per batch (torch has no per-row generators)
+            comps = self._generate_batch([list(prompts[i]) for i, _ in chunk], params, record_entropy, seed)
+            for (i, j), c in zip(chunk, comps):
+                out[i][j] = c
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, record_entropy: bool,
+                        seed: int) -> list[Completion]:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, p in enumerate(prompts):  # left padding: every row's last prompt token is aligned
+            ids[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        recorder = EntropyRecorder(width, record_entropy)
+        stop = sorted(set(self.eos) | set(params.stop_token_ids))
+        kwargs = dict(do_sample=False) if params.greedy else dict(
+            do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,  # 0 turns top-k off (the model's default is 50)
+        )
+        torch.manual_seed(seed)
+        seqs = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            max_new_tokens=params.max_new_tokens, eos_token_id=stop, pad_token_id=self.pad_id,
+            logits_processor=[recorder], return_dict_in_generate=False, **kwargs,
+        )
+        recorder.finish(seqs)
+        new = seqs[:, width:].cpu()
+        lp = torch.stack(recorder.logprobs, 1).cpu() if recorder.logprobs else None
+        ent = torch.stack(recorder.entropy, 1).cpu() if recorder.entropy else None
+        comps = []
+        for r in range(len(prompts)):
+            toks = new[r].tolist()
+            cut, reason = len(toks), "length"
+            for t, tok in enumerate(toks):
+                if tok in stop:
+                    cut, reason = t + 1, "stop"  # the end-of-turn token belongs to the completion
+                    break
+            toks = toks[:cut]
+            comps.append(Completion(
+                token_ids=toks,
+                text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                finish_reason=reason,
+                logprobs=lp[r, :cut].tolist() if lp is not None else None,
+                entropy=ent[r, :cut].tolist() if ent is not None else None,
+                entropy_kind="exact" if ent is not None else None,
+                seed=seed,
+            ))
+        return comps
+
+    # -- teacher forcing ----------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, prompt: Sequence[int], completion: Sequence[int]) -> Scored:
+        ids = torch.tensor([list(prompt) + list(completion)], device=self.device)
+        logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+        logp = torch.log_softmax(logits, -1)
+        target = torch.tensor(list(completion), device=self.device)
+        chosen = logp.gather(1, target[:, None]).squeeze(1)
+        ent = -(logp.exp() * logp).sum(-1)
+        return Scored(logprobs=chosen.cpu().tolist(), entropy=ent.cpu().tolist())
+
+    def close(self) -> None:
+        pass

