@@ -46,7 +46,8 @@ def _from_record(rec: Any, where: str, fields: dict[str, str], source: str) -> P
         if not isinstance(value, str) or (name != "id" and not value.strip()):
             raise ProblemError(f"{where}: field '{key}' must be a non-empty string, got {value!r}")
         out[name] = value
-    meta = rec.get("meta") or {k: v for k, v in rec.items() if k not in fields.values()}
+    used = {fields.get(n, n) for n in ("id", "question", "answer")} | {"source", "meta"}
+    meta = rec.get("meta") or {k: v for k, v in rec.items() if k not in used}
     return Problem(
         id=out.get("id", ""),
         question=out["question"],

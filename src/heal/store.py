@@ -28,6 +28,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -104,18 +105,21 @@ class JsonlStore:
 
     def append(self, records: list[dict[str, Any]]) -> int:
         """Append records whose key is new; returns how many were written."""
-        fresh = []
+        fresh, seen = [], set()
         for r in records:
             if "key" not in r:
                 raise StoreError("every store record needs a 'key'")
-            if r["key"] not in self._keys and r["key"] not in {x["key"] for x in fresh}:
+            if r["key"] not in self._keys and r["key"] not in seen:
                 fresh.append(r)
+                seen.add(r["key"])
         if not fresh:
             return 0
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh).encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

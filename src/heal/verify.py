@@ -9,8 +9,12 @@ recorded as an error (`correct=None`), never as a silent "wrong".
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import os
 import re
+import select
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -52,8 +56,8 @@ def boxed_span(text: str) -> tuple[int, int] | None:
 
 
 def _clean_phrase(s: str) -> str:
-    s = s.strip().strip("*").strip()
-    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    s = s.strip().strip("*").strip().rstrip(".").strip()
+    s = re.sub(r"^(\$+|\\\(|\\\[)|(\$+|\\\)|\\\])$", "", s).strip()
     return s.rstrip(".").strip()
 
 
@@ -105,47 +109,51 @@ def _compare(method: str, gold: str, pred: str, meta: dict | None, timeout_s: fl
     return bool(verify(g, p, timeout_seconds=t, raise_on_error=True))
 
 
-def _worker(conn) -> None:
-    while True:
+def _serve() -> None:
+    """The worker: JSON requests on stdin, one JSON reply per line on the original stdout."""
+    out = os.fdopen(os.dup(1), "w")
+    sys.stdout = sys.stderr  # nothing a library prints may corrupt the reply stream
+    for line in sys.stdin:
         try:
-            req = conn.recv()
-        except EOFError:
-            return
-        if req is None:
-            return
-        try:
-            conn.send(("ok", _compare(*req)))
-        except Exception as e:  # reported back as a verifier error, never as "wrong"
-            conn.send(("error", f"{type(e).__name__}: {e}"[:500]))
+            req = json.loads(line)
+            reply = {"ok": _compare(req["method"], req["gold"], req["pred"], req.get("meta"), req["timeout_s"])}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # math-verify's TimeoutException is a BaseException
+            reply = {"error": f"{type(e).__name__}: {e}"[:500]}  # an error, never a silent "wrong"
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
 
 
 class Verifier:
-    """Verifies answers in a persistent worker process, restarted after a timeout or crash."""
+    """Verifies answers in a persistent worker process (`python -m heal.verify`), killed and
+    restarted after a timeout or crash. A subprocess rather than multiprocessing: it never
+    re-imports the caller's main module and never forks a process that holds model threads."""
 
     def __init__(self, method: str = "math_verify", timeout_s: float = 5.0):
         self.method, self.timeout_s = method, timeout_s
-        self._proc = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
+        self._warm = False
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self._proc.start()
-        child.close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "heal.verify"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )
+        self._warm = False
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(5)
-        self._proc = self._conn = None
+            self._proc.wait(5)
+        self._proc = None
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             try:
-                self._conn.send(None)
-                self._proc.join(2)
-            except (BrokenPipeError, OSError):
+                self._proc.stdin.close()
+                self._proc.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
 
@@ -155,23 +163,33 @@ class Verifier:
     def __exit__(self, *exc):
         self.close()
 
+    def __del__(self):
+        self.close()
+
     def compare(self, gold: str, pred: str, meta: dict | None = None) -> tuple[bool | None, str | None]:
-        """(correct, error). The first call also pays for the worker's start-up (imports)."""
-        if self._proc is None or not self._proc.is_alive():
+        """(correct, error)."""
+        if self._proc is None or self._proc.poll() is not None:
             self._start()
-            first_wait = self.timeout_s + 60  # sympy/math-verify imports happen on first use
-        else:
-            first_wait = self.timeout_s
+        # The first request also pays for the worker's imports (sympy, math-verify).
+        wait = self.timeout_s + (0 if self._warm else 60)
+        req = {"method": self.method, "gold": gold, "pred": pred, "meta": meta, "timeout_s": self.timeout_s}
         try:
-            self._conn.send((self.method, gold, pred, meta, self.timeout_s))
-            if not self._conn.poll(first_wait):
+            self._proc.stdin.write(json.dumps(req, default=str) + "\n")
+            self._proc.stdin.flush()
+            ready, _, _ = select.select([self._proc.stdout], [], [], wait)
+            if not ready:
                 self._kill()
                 return None, f"timeout after {self.timeout_s}s"
-            status, value = self._conn.recv()
-        except (EOFError, BrokenPipeError, OSError) as e:
+            line = self._proc.stdout.readline()
+        except OSError as e:
             self._kill()
             return None, f"verifier worker died: {type(e).__name__}"
-        return (value, None) if status == "ok" else (None, value)
+        if not line:
+            self._kill()
+            return None, "verifier worker died"
+        self._warm = True
+        reply = json.loads(line)
+        return (bool(reply["ok"]), None) if "ok" in reply else (None, reply["error"])
 
     def check(self, text: str, gold: str, meta: dict | None = None) -> Verdict:
         pred, how = extract_answer(text)
@@ -179,3 +197,7 @@ class Verifier:
             return Verdict(pred=None, extraction=how, correct=False)
         correct, error = self.compare(gold, pred, meta)
         return Verdict(pred=pred, extraction=how, correct=correct, error=error)
+
+
+if __name__ == "__main__":
+    _serve()

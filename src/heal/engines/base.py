@@ -56,11 +56,14 @@ class Engine(Protocol):
     name: str
     tokenizer: object  # a transformers tokenizer (shared chat template, ids)
 
+    batch_size: int  # prompts per generate() call that use the engine well (1 for single-stream engines)
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
-                 record_entropy: bool = True) -> list[list[Completion]]:
-        """n completions for each prompt (token ids). Sample j of prompt i uses seed params.seed + j
-        where the engine can seed per sample. A prompt that ends inside an assistant turn is a
-        continuation: the engine just keeps going from those ids (no re-tokenisation)."""
+                 record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        """n completions for each prompt (token ids). Sample j of prompt i uses seed seeds[i] + j
+        (seeds default to params.seed) where the engine can seed per sample. A prompt that ends inside
+        an assistant turn is a continuation: the engine keeps going from those ids, never re-tokenising
+        text, and reuses the KV cache of a prefix it has already seen where it can."""
         ...
 
     def score(self, prompt: Sequence[int], completion: Sequence[int]) -> Scored:

@@ -59,12 +59,16 @@ class HFEngine:
 
     # -- generation ---------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
-                 record_entropy: bool = True) -> list[list[Completion]]:
+                 record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
         out: list[list[Completion | None]] = [[None] * n for _ in prompts]
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
-            seed = params.seed + start  # one torch seed per batch (torch has no per-row generators)
+            # One torch seed per batch (generate() samples all rows from one global generator), so a
+            # sample is reproducible given its batch, not on its own; llama.cpp seeds per sample.
+            i0, j0 = chunk[0]
+            seed = seeds[i0] + j0
             comps = self._generate_batch([list(prompts[i]) for i, _ in chunk], params, record_entropy, seed)
             for (i, j), c in zip(chunk, comps):
                 out[i][j] = c

@@ -104,16 +104,19 @@ class LlamaCppEngine:
         return self._logits(-1)
 
     # -- protocol ------------------------------------------------------------------------------
+    batch_size = 1  # single stream: one prompt at a time, its n samples share the prompt's KV cache
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
-                 record_entropy: bool = True) -> list[list[Completion]]:
+                 record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         stop = self.eos | set(params.stop_token_ids)
+        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         out = []
-        for prompt in prompts:
+        for prompt, base_seed in zip(prompts, seeds):
             prompt = [int(t) for t in prompt]
             first_logits = self._prefill(prompt)
             comps = []
             for j in range(n):
-                seed = params.seed + j
+                seed = base_seed + j
                 rng = np.random.default_rng(seed)
                 self.llm.n_tokens = len(prompt)  # rewind to the end of the prompt (shared KV)
                 logits = first_logits

