@@ -116,3 +116,7 @@ def problems_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] =
 
 def main():  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m heal.cli
+    main()
