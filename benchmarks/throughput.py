@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,16")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--reps", type=int, default=1, help="repeat each config (interleaved); the best run counts")
+    ap.add_argument("--parallel", type=int, default=4, help="llama.cpp sequences decoded together (0: skip)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -87,7 +89,7 @@ def main() -> None:
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows, micro = [], {}
 
     def record(engine_name, batch, entropy, n_prompts, tok, dt):
         rows.append({"engine": engine_name, "batch": batch, "entropy": entropy, "prompts": n_prompts,
@@ -98,22 +100,55 @@ def main() -> None:
     hf = HFEngine(paths.hf, batch_size=1)
     prompt_ids = [chat_prompt_ids(hf.tokenizer, f"{p.question}\nPlease reason step by step, and put your final "
                                                f"answer within \\boxed{{}}.") for p in problems]
+
+    def best(name, batch, ent, n_prompts, runs):
+        tok, dt = max(runs, key=lambda r: r[0] / r[1])
+        record(name, batch, ent, n_prompts, tok, dt)
+
     if not args.skip_hf:
         for b in [int(x) for x in args.batch_sizes.split(",")]:
             ps = prompt_ids[: args.prompts_batch1] if b == 1 else prompt_ids
             bench_engine(hf, ps[:1], SamplingParams(max_new_tokens=4), True, 1)  # warm-up
-            record("generate (plain)", b, None, len(ps), *bench_plain_generate(hf, ps, params, b))
+            runs = {"plain": [], False: [], True: []}
+            for _ in range(args.reps):  # interleaved, so drift in machine load hits every config alike
+                runs["plain"].append(bench_plain_generate(hf, ps, params, b))
+                for ent in (False, True):
+                    runs[ent].append(bench_engine(hf, ps, params, ent, b))
+            best("generate (plain)", b, None, len(ps), runs["plain"])
             for ent in (False, True):
-                record("heal hf", b, ent, len(ps), *bench_engine(hf, ps, params, ent, b))
+                best("heal hf", b, ent, len(ps), runs[ent])
+        # The recorder's own cost per decode step, timed alone on this vocabulary (precise where
+        # end-to-end differences drown in run-to-run noise).
+        from heal.engines.hf import EntropyRecorder
+
+        vocab = hf.model.config.vocab_size
+        for b in [int(x) for x in args.batch_sizes.split(",")]:
+            rec, x, ids = EntropyRecorder(0), torch.randn(b, vocab), torch.zeros(b, 1, dtype=torch.long)
+            for _ in range(3):
+                rec(ids, x)
+            t0 = time.perf_counter()
+            for _ in range(20):
+                rec(ids, x)
+            per_step = (time.perf_counter() - t0) / 20
+            step = next(r["seconds"] / (r["useful_tokens"] / b) for r in rows
+                        if (r["engine"], r["batch"], r["entropy"]) == ("heal hf", b, False))
+            micro[f"hf_recorder_ms_per_step_batch{b}"] = round(per_step * 1e3, 2)
+            micro[f"hf_recorder_share_of_step_batch{b}"] = round(per_step / step, 4)
     del hf
     if paths.gguf:
         from transformers import AutoTokenizer
 
-        lc = LlamaCppEngine(paths.gguf, tokenizer=AutoTokenizer.from_pretrained(paths.hf), threads=args.threads)
-        bench_engine(lc, prompt_ids[:1], SamplingParams(max_new_tokens=4), True, 1)  # warm-up
-        for ent in (False, True):
-            record("heal llamacpp", 1, ent, len(prompt_ids), *bench_engine(lc, prompt_ids, params, ent, 1))
-        lc.close()
+        tok = AutoTokenizer.from_pretrained(paths.hf)
+        for par in [1] + ([args.parallel] if args.parallel > 1 else []):
+            lc = LlamaCppEngine(paths.gguf, tokenizer=tok, threads=args.threads, parallel=par)
+            bench_engine(lc, prompt_ids[:1], SamplingParams(max_new_tokens=4), True, 1)  # warm-up
+            runs = {False: [], True: []}
+            for _ in range(args.reps):
+                for ent in (False, True):
+                    runs[ent].append(bench_engine(lc, prompt_ids, params, ent, 1))
+            for ent in (False, True):
+                best("heal llamacpp" if par == 1 else f"heal llamacpp x{par}", par, ent, len(prompt_ids), runs[ent])
+            lc.close()
 
     def rate(engine, batch, ent):
         return next((r["tok_per_s"] for r in rows if (r["engine"], r["batch"], r["entropy"]) == (engine, batch, ent)), None)
@@ -129,6 +164,10 @@ def main() -> None:
     base = rate("generate (plain)", 1, None)
     if lon and base:
         derived["llamacpp_with_entropy_vs_generate_batch1"] = round(lon / base, 2)
+    pon = rate(f"heal llamacpp x{args.parallel}", args.parallel, True)
+    if pon and base:
+        derived[f"llamacpp_x{args.parallel}_with_entropy_vs_generate_batch1"] = round(pon / base, 2)
+    derived.update(micro)
 
     print("\n| engine | batch | entropy | prompts | useful tokens | s | useful tok/s |")
     print("|---|---|---|---|---|---|---|")
@@ -141,7 +180,7 @@ def main() -> None:
     out.write_text(json.dumps({"model": args.model, "max_new_tokens": args.max_new_tokens, "sampling": params.__dict__,
                                "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                                            "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-                               "rows": rows, "derived": derived}, indent=2) + "\n")
+                               "reps": args.reps, "rows": rows, "derived": derived}, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 

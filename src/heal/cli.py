@@ -85,6 +85,59 @@ def sample_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = S
     typer.echo(f"\nrun directory: {cfg.output_dir}")
 
 
+def _stage(fn, cfg, what: str):
+    from heal.problems import ProblemError
+    from heal.sample import RunMismatch
+
+    try:
+        return fn(cfg, progress=True, log=typer.echo)
+    except KeyboardInterrupt:
+        _fail(f"\ninterrupted: everything finished is saved in {cfg.output_dir}; run the same command to resume", 130)
+    except (ProblemError, RunMismatch, FileNotFoundError, ValueError) as e:
+        _fail(f"{what}: {e}")
+
+
+@app.command("repair")
+def repair_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+    """GEAR: repair failed trajectories of corner problems at their entropy surge. Resumable."""
+    from heal.gear import run_repair
+
+    cfg = _load(config, sets)
+    typer.echo(json.dumps(_stage(run_repair, cfg, "repair"), indent=2))
+
+
+@app.command("hint")
+def hint_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+    """Answer-guided (STaR-style) samples for hard and corner problems. Resumable."""
+    from heal.guided import run_guided
+
+    cfg = _load(config, sets)
+    typer.echo(json.dumps(_stage(run_guided, cfg, "hint"), indent=2))
+
+
+@app.command("filter")
+def filter_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+    """PURE: score every answer-correct hinted candidate and accept or reject it. Resumable;
+    re-running with another pure.score/pure.threshold re-applies it without rescoring."""
+    from heal.pure import run_filter
+
+    cfg = _load(config, sets)
+    typer.echo(json.dumps(_stage(run_filter, cfg, "filter"), indent=2))
+
+
+@app.command("inspect")
+def inspect_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
+                problem_id: str = typer.Argument(..., help="A problem id of that run."),
+                out: Optional[Path] = typer.Option(None, help="PNG path (default RUN/inspect/ID.png).")):
+    """Render one problem's GEAR story (entropy, breakpoint, cut, continuations, PURE) as a PNG."""
+    from heal.inspect import render_problem
+
+    try:
+        typer.echo(str(render_problem(run_dir, problem_id, out)))
+    except (KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
 @app.command("show")
 def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Print a run's pass-rate table and tier counts."""

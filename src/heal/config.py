@@ -26,6 +26,7 @@ class ModelConfig(_Strict):
     n_ctx: int = Field(4096, gt=0)  # llamacpp context window
     threads: int | None = None  # llamacpp threads (None: all cores)
     batch_size: int = Field(8, gt=0)  # hf engine: sequences per generate() call
+    parallel: int = Field(1, gt=0)  # llamacpp: sequences decoded together (one batched step for all)
 
 
 class DataConfig(_Strict):
@@ -64,6 +65,55 @@ class SampleStageConfig(_Strict):
     corner_max_correct: int = Field(1, ge=0)  # tier `corner`: at most this many correct of K
 
 
+class GearConfig(_Strict):
+    """GEAR repair of failed trajectories (method doc: GEAR)."""
+
+    tiers: list[Literal["solved", "hard", "corner"]] = Field(default_factory=lambda: ["corner"])
+    max_trajectories: int = Field(10, gt=0)  # M (paper: 10), distinct wrong answers first
+    continuations: int = Field(20, gt=0)  # N (paper: 20)
+    window: Literal["first_third_tokens", "first_third_steps", "all"] = "first_third_tokens"  # paper
+    backup: int = Field(1, ge=0)  # steps to back up from the breakpoint (paper: 1)
+    smooth_width: int = Field(5, gt=0)  # token-level fallback (fewer than two steps)
+    skip_truncated: bool = True  # a truncated trajectory failed for length, not reasoning
+    hint_template: str = (
+        "Wait, let me re-check. I know the final answer must be {answer}; "
+        "let me find where I went wrong and derive it properly.\n\n"
+    )
+    hint_mode: Literal["reflection", "strip", "keep"] = "reflection"
+    reflection: str = "Wait, let me re-check this.\n\n"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if "{answer}" not in self.hint_template:
+            raise ValueError("gear.hint_template must contain '{answer}'")
+        return self
+
+
+class GuidedConfig(_Strict):
+    """Answer-guided (STaR-style) sampling for D2 (method doc: answer-guided samples)."""
+
+    tiers: list[Literal["solved", "hard", "corner"]] = Field(default_factory=lambda: ["hard", "corner"])
+    samples: int = Field(4, gt=0)  # m per problem
+    template: str = (
+        "{question}\n\n(For reference, the correct final answer is {answer}. Write a complete, careful "
+        "derivation that arrives at it on its own merits, without mentioning that you were given it.)\n"
+        "Please reason step by step, and put your final answer within \\boxed{{}}."
+    )
+
+
+class PureConfig(_Strict):
+    """PURE filter over every hinted candidate (method doc: PURE)."""
+
+    scorer: str | None = None  # model that scores (default: the teacher), transformers engine
+    scorer_engine: Literal["hf", "llamacpp"] = "hf"
+    score: Literal["rho_ans", "rho_step"] = "rho_step"
+    threshold: float = Field(1.6, gt=0)  # reject when score > threshold (calibration: docs/method.md)
+    eps: float = Field(0.01, gt=0)  # paper
+    reject_hint_mentions: bool = True
+    reject_early_answer: bool = True
+    verify_steps: Literal["none", "arithmetic"] = "none"  # optional extra filter (never the only one)
+
+
 class VerifyConfig(_Strict):
     method: Literal["math_verify", "reasoning_gym"] = "math_verify"
     timeout_s: float = Field(5.0, gt=0)
@@ -77,6 +127,9 @@ class RunConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     sample: SampleStageConfig = Field(default_factory=SampleStageConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    gear: GearConfig = Field(default_factory=GearConfig)
+    guided: GuidedConfig = Field(default_factory=GuidedConfig)
+    pure: PureConfig = Field(default_factory=PureConfig)
 
     @model_validator(mode="after")
     def _check(self):

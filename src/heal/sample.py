@@ -218,3 +218,17 @@ def format_table(run_dir: str | Path, max_rows: int = 50) -> str:
         + (f", incomplete {tc['incomplete']}" if tc.get("incomplete") else ""),
     ]
     return "\n".join(lines)
+
+
+def load_stage0(run_dir: str | Path) -> tuple[dict[str, dict], dict[str, list[dict]], dict[str, dict]]:
+    """(problems by id, Stage 0 samples by problem id, tier rows by problem id) of a run."""
+    run_dir = Path(run_dir)
+    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name} is missing: run `heal sample` on this run first")
+    problems = {r["id"]: r for r in read_jsonl(run_dir / "problems.jsonl")}
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in read_jsonl(run_dir / "samples.jsonl"):
+        by_problem[r["problem_id"]].append(r)
+    tiers = {r["problem_id"]: r for r in read_jsonl(run_dir / "tiers.jsonl")}
+    return problems, by_problem, tiers

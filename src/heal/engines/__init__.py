@@ -24,5 +24,6 @@ def make_engine(model_cfg) -> Engine:
             )
         from heal.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads)
+        return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads,
+                              parallel=model_cfg.parallel)
     raise ValueError(f"unknown engine {model_cfg.engine!r}")

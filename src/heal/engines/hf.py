@@ -18,27 +18,33 @@ from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
 class EntropyRecorder:
     """LogitsProcessor that records entropy and the chosen token's log-prob per step (temperature 1)."""
 
-    def __init__(self, prompt_len: int, record_entropy: bool = True):
+    def __init__(self, prompt_len: int):
         self.prompt_len = prompt_len
-        self.record_entropy = record_entropy
         self.entropy: list[torch.Tensor] = []
         self.logprobs: list[torch.Tensor] = []
-        self._prev_logp: torch.Tensor | None = None
+        self._prev: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._prev_logp is not None:  # the token sampled at the previous step is now known
-            self.logprobs.append(self._prev_logp.gather(1, input_ids[:, -1:]).squeeze(1))
-        logp = torch.log_softmax(scores.float(), dim=-1)
-        if self.record_entropy:
-            self.entropy.append(-(logp.exp() * logp).sum(-1))
-        self._prev_logp = logp
+        if self._prev is not None:  # the token sampled at the previous step is now known
+            z, log_s = self._prev
+            self.logprobs.append(z.gather(1, input_ids[:, -1:]).squeeze(1) - log_s)
+        # Few passes over the [batch, vocab] row: z = x - max, e = exp(z), s = sum e;
+        # log p = z - log s and H = log s - sum(e * z) / s.
+        z = scores.float()
+        z = z - z.max(dim=-1, keepdim=True).values
+        e = torch.exp(z)
+        s = e.sum(-1)
+        log_s = torch.log(s)
+        self.entropy.append(log_s - torch.linalg.vecdot(e, z) / s)
+        self._prev = (z, log_s)
         return scores
 
     def finish(self, sequences: torch.LongTensor) -> None:
         n_steps = sequences.shape[1] - self.prompt_len
-        if self._prev_logp is not None and len(self.logprobs) < n_steps:
-            self.logprobs.append(self._prev_logp.gather(1, sequences[:, -1:]).squeeze(1))
-        self._prev_logp = None
+        if self._prev is not None and len(self.logprobs) < n_steps:
+            z, log_s = self._prev
+            self.logprobs.append(z.gather(1, sequences[:, -1:]).squeeze(1) - log_s)
+        self._prev = None
 
 
 class HFEngine:
@@ -83,7 +89,7 @@ class HFEngine:
         for r, p in enumerate(prompts):  # left padding: every row's last prompt token is aligned
             ids[r, width - len(p) :] = torch.tensor(p)
             mask[r, width - len(p) :] = 1
-        recorder = EntropyRecorder(width, record_entropy)
+        recorder = EntropyRecorder(width) if record_entropy else None
         stop = sorted(set(self.eos) | set(params.stop_token_ids))
         kwargs = dict(do_sample=False) if params.greedy else dict(
             do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,  # 0 turns top-k off (the model's default is 50)
@@ -92,12 +98,14 @@ class HFEngine:
         seqs = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             max_new_tokens=params.max_new_tokens, eos_token_id=stop, pad_token_id=self.pad_id,
-            logits_processor=[recorder], return_dict_in_generate=False, **kwargs,
+            logits_processor=[recorder] if recorder else None, return_dict_in_generate=False, **kwargs,
         )
-        recorder.finish(seqs)
         new = seqs[:, width:].cpu()
-        lp = torch.stack(recorder.logprobs, 1).cpu() if recorder.logprobs else None
-        ent = torch.stack(recorder.entropy, 1).cpu() if recorder.entropy else None
+        lp = ent = None
+        if recorder is not None:
+            recorder.finish(seqs)
+            lp = torch.stack(recorder.logprobs, 1).cpu()
+            ent = torch.stack(recorder.entropy, 1).cpu()
         comps = []
         for r in range(len(prompts)):
             toks = new[r].tolist()

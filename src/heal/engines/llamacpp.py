@@ -60,7 +60,7 @@ class LlamaCppEngine:
     name = "llamacpp"
 
     def __init__(self, gguf_path: str, tokenizer=None, tokenizer_path: str | None = None, n_ctx: int = 4096,
-                 threads: int | None = None, n_batch: int = 256, seed: int = 0):
+                 threads: int | None = None, n_batch: int = 256, seed: int = 0, parallel: int = 1):
         from llama_cpp import Llama
         from transformers import AutoTokenizer
 
@@ -75,11 +75,100 @@ class LlamaCppEngine:
                          logits_all=False, verbose=False, seed=seed)
         atexit.register(self.close)
         self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.parallel = max(1, parallel)
+        self.batch_size = self.parallel
+        self._pctx = self._pbatch = None
+        if self.parallel > 1:
+            self._init_parallel(threads or os.cpu_count())
         self.n_vocab = self.llm.n_vocab()
         self.eos = eos_ids(tokenizer)
         model_eos = self.llm.token_eos()
         if model_eos >= 0:
             self.eos.add(int(model_eos))
+
+    # -- parallel sequences ---------------------------------------------------------------------
+    def _init_parallel(self, threads: int) -> None:
+        """A second context on the same weights with `parallel` sequences in one unified KV cache:
+        each decode step feeds one token of every live sequence (a matrix-matrix product instead
+        of `parallel` matrix-vector ones), and sequences that share a prompt copy its cache."""
+        import llama_cpp
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx * self.parallel
+        params.n_batch = params.n_ubatch = max(self.n_batch, self.parallel)
+        params.n_seq_max = self.parallel
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = threads
+        self._pctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+        self._pbatch = _internals.LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=self.parallel, verbose=False)
+
+    def _pdecode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, want_logits) entries as one batch."""
+        b = self._pbatch.batch
+        for i, (tok, pos, seq, want) in enumerate(entries):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, want
+            b.seq_id[i][0] = seq
+        b.n_tokens = len(entries)
+        self._pctx.decode(self._pbatch)
+
+    def _plogits(self, i: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self._pctx.get_logits_ith(i), shape=(self.n_vocab,)).copy()
+
+    def _generate_parallel(self, jobs: list[tuple[list[int], int]], params: SamplingParams, record_entropy: bool,
+                           stop: set[int]) -> list[Completion]:
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(self._pctx.memory, True)
+        first: list[np.ndarray] = []
+        for s, (prompt, _) in enumerate(jobs):
+            if len(prompt) >= self.n_ctx:
+                raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context window n_ctx={self.n_ctx}")
+            src = next((t for t in range(s) if jobs[t][0] == prompt), None)
+            if src is not None:  # same prompt: share its KV cache instead of recomputing it
+                llama_cpp.llama_memory_seq_cp(self._pctx.memory, src, s, -1, -1)
+                first.append(first[src])
+                continue
+            for i in range(0, len(prompt), self.n_batch):
+                piece = prompt[i : i + self.n_batch]
+                last = i + len(piece) == len(prompt)
+                self._pdecode([(t, i + k, s, last and k == len(piece) - 1) for k, t in enumerate(piece)])
+            first.append(self._plogits(len(piece) - 1))
+        logits = list(first)
+        pos = [len(p) for p, _ in jobs]
+        rngs = [np.random.default_rng(seed) for _, seed in jobs]
+        budget = [min(params.max_new_tokens, self.n_ctx - len(p)) for p, _ in jobs]
+        toks: list[list[int]] = [[] for _ in jobs]
+        lps: list[list[float]] = [[] for _ in jobs]
+        ents: list[list[float]] = [[] for _ in jobs]
+        reason = ["length"] * len(jobs)
+        live = list(range(len(jobs)))
+        while live:
+            feed = []
+            for s in live:
+                tok = sample_token(logits[s], params, rngs[s])
+                if record_entropy:
+                    logp, h = step_stats(logits[s])
+                    lps[s].append(float(logp[tok]))
+                    ents[s].append(h)
+                toks[s].append(tok)
+                if tok in stop:
+                    reason[s] = "stop"
+                elif len(toks[s]) < budget[s]:
+                    feed.append((s, tok))
+            live = [s for s, _ in feed]
+            if not feed:
+                break
+            self._pdecode([(tok, pos[s], s, True) for s, tok in feed])
+            for i, (s, _) in enumerate(feed):
+                logits[s] = self._plogits(i)
+                pos[s] += 1
+        return [Completion(token_ids=toks[s], text=self.tokenizer.decode(toks[s], skip_special_tokens=True),
+                           finish_reason=reason[s], logprobs=lps[s] if record_entropy else None,
+                           entropy=ents[s] if record_entropy else None,
+                           entropy_kind="exact" if record_entropy else None, seed=jobs[s][1])
+                for s in range(len(jobs))]
 
     # -- low level ------------------------------------------------------------------------------
     def _logits(self, i: int = -1) -> np.ndarray:
@@ -104,12 +193,17 @@ class LlamaCppEngine:
         return self._logits(-1)
 
     # -- protocol ------------------------------------------------------------------------------
-    batch_size = 1  # single stream: one prompt at a time, its n samples share the prompt's KV cache
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         stop = self.eos | set(params.stop_token_ids)
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        if self.parallel > 1:
+            jobs = [([int(t) for t in p], seed + j) for p, seed in zip(prompts, seeds) for j in range(n)]
+            flat: list[Completion] = []
+            for start in range(0, len(jobs), self.parallel):
+                flat += self._generate_parallel(jobs[start : start + self.parallel], params, record_entropy, stop)
+            return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
         out = []
         for prompt, base_seed in zip(prompts, seeds):
             prompt = [int(t) for t in prompt]
@@ -174,6 +268,10 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         # Free the model while the interpreter is intact (Llama.__del__ at shutdown raises).
+        for res in ("_pbatch", "_pctx"):
+            if getattr(self, res, None) is not None:
+                getattr(self, res).close()
+                setattr(self, res, None)
         if getattr(self, "llm", None) is not None:
             self.llm.close()
             self.llm = None

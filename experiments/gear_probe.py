@@ -1,0 +1,295 @@
+"""GEAR / PURE measured on the real teacher (issue 3). Resumable: every step appends to run stores.
+
+    python experiments/gear_probe.py all          # or: sample | breakpoints | repair | baselines | filter | report
+
+Stages (each reads what the previous wrote; re-running skips what is done):
+  sample       Stage 0 on checkable problems (chain_sum + basic_arithmetic), K samples each.
+  breakpoints  No generation: for every failed trajectory of a corner problem, where each window
+               mode x back-up puts the breakpoint and the cut, against the step checker's first
+               false step and against a random cut.
+  repair       GEAR for each setting in SETTINGS (own run directory per setting).
+  baselines    Plain rejection sampling with extra samples (no hint) and answer-guided restarts,
+               on the same corner problems: verified solutions per teacher token.
+  filter       PURE over the default setting's repairs + guided samples, plus constructed shortcuts.
+  report       docs/results/gear-probe.md and .json with every number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from heal.config import load_config
+from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces, window_candidates
+from heal.gear import run_repair, select_failed, step_texts, strip_stop, summarize_repairs
+from heal.guided import run_guided
+from heal.problems import load_problems
+from heal.pure import reference_nll, run_filter, score_candidate
+from heal.sample import load_stage0, run_sample
+from heal.stepcheck import check_steps
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "experiments" / "gear_probe.yaml"
+SETTINGS = [("first_third_tokens", 1), ("first_third_tokens", 0), ("first_third_steps", 1),
+            ("first_third_steps", 0), ("all", 1), ("all", 0)]
+DEFAULT_SETTING = ("first_third_steps", 0)
+EXTRA_PLAIN = 4  # extra unhinted samples per corner problem for the plain-RS baseline
+
+
+def cfg(**over):
+    return load_config(CONFIG, over)
+
+
+def base_dir() -> Path:
+    return ROOT / cfg().output_dir
+
+
+def problems_file() -> Path:
+    """The probe's problem set: chain_sum and basic_arithmetic, sized as in the method doc."""
+    path = ROOT / "experiments" / "data" / "gear_probe_problems.jsonl"
+    if not path.exists():
+        rows = []
+        for task, params in [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
+                             ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
+                                                   "operators": ["+", "-", "*"], "allow_parentheses": False})]:
+            for p in load_problems(f"reasoning_gym:{task}", size=80, seed=2026, params=params):
+                rows.append(p.to_dict())
+        random.Random(0).shuffle(rows)
+        atomic_write_jsonl(path, rows)
+    return path
+
+
+def stage_sample():
+    problems_file()
+    run_sample(cfg(), progress=True)
+
+
+def failed_corner_trajectories(run: Path):
+    problems, by_problem, tiers = load_stage0(run)
+    c = cfg()
+    for pid, t in tiers.items():
+        if t["tier"] != "corner":
+            continue
+        for s in select_failed(by_problem[pid], c.gear.max_trajectories, c.gear.skip_truncated):
+            yield problems[pid], s
+
+
+def stage_breakpoints():
+    """Where each setting cuts, measured against the step checker's first false step."""
+    from transformers import AutoTokenizer
+
+    from heal.models import resolve
+
+    run = base_dir()
+    tok = AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
+    rng = random.Random(0)
+    rows = []
+    for prob, s in failed_corner_trajectories(run):
+        stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+        ids, ent = strip_stop(s["token_ids"], s["entropy"], stop)
+        pieces = token_pieces(tok, ids)
+        spans = step_spans_from_pieces(pieces)
+        check = check_steps(step_texts(pieces, spans), prob["answer"])
+        row = {"key": s["key"], "n_steps": len(spans), "n_tokens": len(ids), "first_false": check.first_false_step,
+               "reason": check.reason}
+        for window, backup in SETTINGS:
+            bp = find_breakpoint(ent, spans, window, backup, pieces)
+            row[f"{window}/b{backup}"] = {"step": bp.step, "kept": bp.kept_steps, "restart": bp.restart}
+        row["random_step"] = rng.randrange(1, len(spans)) if len(spans) > 1 else -1
+        rows.append(row)
+    atomic_write_jsonl(run / "breakpoints.jsonl", rows)
+    print(f"breakpoints: {len(rows)} failed corner trajectories")
+
+
+def setting_dir(window: str, backup: int) -> Path:
+    return base_dir() / "gear" / f"{window}-b{backup}"
+
+
+def _link_stage0(dst: Path):
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json", "config.yaml"):
+        if not (dst / name).exists():
+            shutil.copy(base_dir() / name, dst / name)
+
+
+def stage_repair(settings=None):
+    from heal.engines import make_engine
+
+    engine = make_engine(cfg().teacher)
+    try:
+        for window, backup in settings or SETTINGS:
+            d = setting_dir(window, backup)
+            _link_stage0(d)
+            c = cfg(**{"output_dir": str(d), "gear.window": window, "gear.backup": backup})
+            t0 = time.time()
+            print(f"== GEAR {window} back-up {backup}", flush=True)
+            print(run_repair(c, engine=engine, progress=True), f"{time.time() - t0:.0f}s", flush=True)
+    finally:
+        engine.close()
+
+
+def stage_baselines():
+    """Plain RS with extra unhinted samples, and answer-guided restarts, on the corner problems."""
+    run = base_dir()
+    _, _, tiers = load_stage0(run)
+    corner = [pid for pid, t in tiers.items() if t["tier"] == "corner"]
+    # Plain RS: K extra samples of each corner problem, in their own run (seeds continue after K).
+    d = run / "baseline-plain"
+    _link_stage0(d)
+    src = [json.loads(l) for l in open(run / "problems.jsonl")]
+    extra = d / "corner_problems.jsonl"
+    if not extra.exists():
+        atomic_write_jsonl(extra, [{k: p[k] for k in ("id", "question", "answer", "source", "meta")}
+                                   for p in src if p["id"] in corner])
+    c = cfg(**{"output_dir": str(d / "samples"), "data.source": str(extra), "data.size": None,
+               "sample.k": EXTRA_PLAIN, "sampling.seed": 777})
+    run_sample(c, progress=True)
+    # Answer-guided restarts (STaR-style) on the same corner problems.
+    g = cfg(**{"output_dir": str(run), "guided.tiers": ["corner"]})
+    print(run_guided(g, progress=True))
+
+
+def constructed_shortcuts(run: Path, scorer, limit: int = 60) -> list[dict]:
+    """Broken prefix (the failed trajectory cut at its default breakpoint) followed straight by the
+    boxed answer: a repair that only copies the hint. Scored exactly like real candidates."""
+    c = cfg()
+    window, backup = DEFAULT_SETTING
+    problems, by_problem, _ = load_stage0(run)
+    out_store = JsonlStore(run / "shortcuts.jsonl")
+    stop = set(scorer.eos)
+    refs = {r["key"]: r["S_ref"] for r in JsonlStore(setting_dir(*DEFAULT_SETTING) / "reference.jsonl")}
+    made = 0
+    for prob, s in failed_corner_trajectories(run):
+        if made >= limit:
+            break
+        made += 1
+        key = s["key"] + "/shortcut"
+        if key in out_store:
+            continue
+        ids, ent = strip_stop(s["token_ids"], s["entropy"], stop)
+        pieces = token_pieces(scorer.tokenizer, ids)
+        bp = find_breakpoint(ent, step_spans_from_pieces(pieces), window, backup, pieces)
+        refl = scorer.tokenizer(c.gear.reflection, add_special_tokens=False)["input_ids"]
+        tail = scorer.tokenizer(f"So the final answer is \\boxed{{{prob['answer']}}}.", add_special_tokens=False)["input_ids"]
+        prefix = ids[: bp.cut_token]
+        train = prefix + refl + tail + [scorer.eos[0]]
+        pid = prob["id"]
+        if pid not in refs:
+            refs[pid] = reference_nll(scorer, prob["prompt_ids"], [x["token_ids"] for x in by_problem[pid]], stop)
+        sc = score_candidate(scorer, prob["prompt_ids"], train, len(prefix) + len(refl), prob["answer"], refs[pid],
+                             stop, c.pure.eps)
+        out_store.append([{"key": key, "problem_id": pid, "kind": "shortcut", **sc}])
+    return list(out_store)
+
+
+def stage_filter():
+    from heal.pure import make_scorer
+
+    d = setting_dir(*DEFAULT_SETTING)
+    # Guided samples live in the base run; PURE scores them next to the default setting's repairs.
+    if (base_dir() / "guided.jsonl").exists() and not (d / "guided.jsonl").exists():
+        shutil.copy(base_dir() / "guided.jsonl", d / "guided.jsonl")
+    c = cfg(**{"output_dir": str(d)})
+    scorer = make_scorer(c)
+    try:
+        print(run_filter(c, scorer=scorer, progress=True))
+        constructed_shortcuts(base_dir(), scorer)
+    finally:
+        scorer.close()
+
+
+def auroc(pos: list[float], neg: list[float]) -> float | None:
+    """P(score of a shortcut > score of a genuine candidate): higher score = more suspicious."""
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def stage_report():
+    run = base_dir()
+    out: dict = {"config": str(CONFIG.relative_to(ROOT)), "teacher": cfg().teacher.model}
+    summary = json.loads((run / "sample_summary.json").read_text())
+    out["stage0"] = summary
+    # Breakpoints.
+    bps = list(read_jsonl(run / "breakpoints.jsonl")) if (run / "breakpoints.jsonl").exists() else []
+    with_false = [r for r in bps if r["first_false"] is not None]
+    bp_table = {}
+    for window, backup in SETTINGS:
+        k = f"{window}/b{backup}"
+        bp_table[k] = {
+            "trajectories": len(bps),
+            "restart_share": round(np.mean([r[k]["restart"] for r in bps]), 3) if bps else None,
+            "mean_steps_kept": round(np.mean([r[k]["kept"] for r in bps]), 2) if bps else None,
+            "within_one_of_first_false": round(np.mean([abs(r[k]["step"] - r["first_false"]) <= 1 for r in with_false]), 3) if with_false else None,
+        }
+    out["breakpoints"] = {"with_false_step": len(with_false), "settings": bp_table,
+                          "random_within_one": round(np.mean([abs(r["random_step"] - r["first_false"]) <= 1 for r in with_false]), 3) if with_false else None}
+    # Repairs per setting.
+    rep = {}
+    for window, backup in SETTINGS:
+        d = setting_dir(window, backup)
+        if (d / "repairs.jsonl").exists():
+            s = summarize_repairs(d)
+            s["tokens_per_verified"] = round(s["teacher_tokens"] / s["derivation_verified"], 1) if s["derivation_verified"] else None
+            s["tokens_per_answer_correct"] = round(s["teacher_tokens"] / s["answer_correct"], 1) if s["answer_correct"] else None
+            rep[f"{window}/b{backup}"] = s
+    out["repairs"] = rep
+    # Baselines.
+    plain_dir = run / "baseline-plain" / "samples"
+    if (plain_dir / "samples.jsonl").exists():
+        recs = list(read_jsonl(plain_dir / "samples.jsonl"))
+        probs = {p["id"]: p for p in read_jsonl(plain_dir / "problems.jsonl")}
+        ver = 0
+        for r in recs:
+            if r["correct"]:
+                ids = r["token_ids"]
+                ver += check_steps([r["text"]], probs[r["problem_id"]]["answer"]).ok
+        toks = sum(r["n_tokens"] for r in recs)
+        out["baseline_plain"] = {"samples": len(recs), "answer_correct": sum(bool(r["correct"]) for r in recs),
+                                 "derivation_verified": ver, "teacher_tokens": toks,
+                                 "tokens_per_verified": round(toks / ver, 1) if ver else None}
+    if (run / "guided.jsonl").exists():
+        g = list(read_jsonl(run / "guided.jsonl"))
+        ver, toks = sum(r["derivation_ok"] for r in g), sum(r["n_tokens"] for r in g)
+        out["baseline_guided"] = {"samples": len(g), "answer_correct": sum(bool(r["correct"]) for r in g),
+                                  "derivation_verified": ver, "teacher_tokens": toks,
+                                  "tokens_per_verified": round(toks / ver, 1) if ver else None}
+    # PURE.
+    d = setting_dir(*DEFAULT_SETTING)
+    if (d / "scored.jsonl").exists():
+        scored = [r for r in read_jsonl(d / "scored.jsonl") if not r["prefilter"]]
+        shortcuts = list(read_jsonl(run / "shortcuts.jsonl")) if (run / "shortcuts.jsonl").exists() else []
+        genuine = [r for r in scored if r["derivation_ok"]]
+        fake = [r for r in scored if not r["derivation_ok"]]
+        pure = {"candidates": len(scored), "genuine": len(genuine), "unverified": len(fake),
+                "constructed_shortcuts": len(shortcuts),
+                "prefiltered": sum(1 for r in read_jsonl(d / "scored.jsonl") if r["prefilter"])}
+        for name, f in [("rho_ans", lambda r: r["rho_ans"]), ("rho_step", lambda r: r["rho_step"]),
+                        ("rho_sum", lambda r: (r["rho_ans"] or 0) + r["rho_step"]), ("S", lambda r: r["S"]),
+                        ("l_max", lambda r: r["l_max"])]:
+            gv = [f(r) for r in genuine if f(r) is not None]
+            pure[f"auroc_{name}_real"] = auroc([f(r) for r in fake if f(r) is not None], gv)
+            pure[f"auroc_{name}_constructed"] = auroc([f(r) for r in shortcuts if f(r) is not None], gv)
+        out["pure"] = pure
+    atomic_write_text(ROOT / "docs" / "results" / "gear-probe.json", json.dumps(out, indent=2, default=float) + "\n")
+    print(json.dumps(out, indent=2, default=float))
+
+
+STAGES = {"sample": stage_sample, "breakpoints": stage_breakpoints, "repair": stage_repair,
+          "baselines": stage_baselines, "filter": stage_filter, "report": stage_report}
+
+if __name__ == "__main__":
+    which = sys.argv[1:] or ["all"]
+    for name in (list(STAGES) if which == ["all"] else which):
+        STAGES[name]()

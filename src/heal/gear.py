@@ -1,0 +1,168 @@
+"""GEAR: Guided Entropy-Assisted Repair of failed teacher trajectories (`heal repair`).
+
+For each problem of the configured tiers (default: `corner`): take up to M failed, untruncated
+trajectories (distinct wrong answers first), find the entropy surge, back up, append a hindsight
+hint carrying the answer to the kept prefix (token ids, never re-tokenised), and let the teacher
+continue N times from prefix + hint. Each continuation is verified, step-checked, and turned into
+the training completion prefix + reflection + continuation (the hint span replaced).
+
+Artifact: repairs.jsonl, one record per continuation (key "<source key>/gear/<c>").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from heal.config import RunConfig, echo_config
+from heal.entropy import find_breakpoint, step_means, step_spans_from_pieces, surges, token_pieces
+from heal.hints import render, text_ids, training_ids
+from heal.sample import load_stage0, sampling_params, stable_seed
+from heal.stepcheck import check_steps
+from heal.store import JsonlStore
+from heal.verify import Verifier
+
+
+def select_failed(samples: list[dict], m: int, skip_truncated: bool = True) -> list[dict]:
+    """Up to m failed trajectories, round-robin over distinct wrong answers (most frequent first)."""
+    failed = [s for s in samples if s["correct"] is False and not (skip_truncated and s["truncated"])]
+    groups: dict[str | None, list[dict]] = defaultdict(list)
+    for s in sorted(failed, key=lambda s: s["sample_index"]):
+        groups[s["pred"]].append(s)
+    order = sorted(groups.values(), key=lambda g: (-len(g), g[0]["sample_index"]))
+    out: list[dict] = []
+    while len(out) < m and any(order):
+        for g in order:
+            if g and len(out) < m:
+                out.append(g.pop(0))
+    return out
+
+
+def strip_stop(token_ids: list[int], values: list[float] | None, stop: set[int]):
+    """Drop the end-of-turn token: steps and cuts live inside the text."""
+    if token_ids and token_ids[-1] in stop:
+        return token_ids[:-1], (values[:-1] if values is not None else None)
+    return token_ids, values
+
+
+def plan_cut(traj_ids: list[int], entropy: list[float], tokenizer, gear_cfg) -> dict:
+    """Steps, step entropies, surges, breakpoint and cut of one trajectory (all recorded)."""
+    pieces = token_pieces(tokenizer, traj_ids)
+    spans = step_spans_from_pieces(pieces)
+    bp = find_breakpoint(entropy, spans, gear_cfg.window, gear_cfg.backup, pieces, gear_cfg.smooth_width)
+    h = step_means(entropy, spans)
+    return {"spans": spans, "step_entropy": h.round(5).tolist(), "surges": surges(h).round(5).tolist(),
+            "breakpoint": bp.to_dict(), "pieces": pieces}
+
+
+def step_texts(pieces: list[str], spans) -> list[str]:
+    return ["".join(pieces[a:b]) for a, b in spans]
+
+
+def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) -> dict:
+    run_dir = Path(cfg.output_dir)
+    problems, by_problem, tiers = load_stage0(run_dir)
+    echo_config(cfg, run_dir)
+    g = cfg.gear
+    targets = [pid for pid, t in tiers.items() if t["tier"] in g.tiers]
+    store = JsonlStore(run_dir / "repairs.jsonl")
+    done_sources = {k.rsplit("/gear/", 1)[0] for k in store.done()}
+    jobs = []
+    for pid in targets:
+        for s in select_failed(by_problem.get(pid, []), g.max_trajectories, g.skip_truncated):
+            if s["key"] not in done_sources:
+                jobs.append((pid, s))
+    n_sources = sum(len(select_failed(by_problem.get(p, []), g.max_trajectories, g.skip_truncated)) for p in targets)
+    log(f"repair: {len(targets)} problems in tiers {g.tiers}, {n_sources} failed trajectories, {len(jobs)} to repair")
+    own = engine is None
+    if own:
+        from heal.engines import make_engine
+
+        engine = make_engine(cfg.teacher)
+    params = sampling_params(cfg)
+    stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+    bar = tqdm(total=n_sources, initial=n_sources - len(jobs), unit="traj", desc="repair", disable=not progress)
+    t0, n_tok = time.time(), 0
+    try:
+        with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
+            for pid, s in jobs:
+                prob = problems[pid]
+                traj, ent = strip_stop(s["token_ids"], s.get("entropy"), stop)
+                if ent is None:  # not recorded while sampling: one teacher-forced pass
+                    ent = engine.score(prob["prompt_ids"], traj).entropy
+                plan = plan_cut(traj, ent, engine.tokenizer, g)
+                bp = plan["breakpoint"]
+                prefix = traj[: bp["cut_token"]]
+                hint_text = render(g.hint_template, prob["answer"])
+                hint = text_ids(engine.tokenizer, hint_text)
+                reflection = text_ids(engine.tokenizer, g.reflection)
+                seed = stable_seed(params.seed, s["key"], "gear")
+                [conts] = engine.generate([prob["prompt_ids"] + prefix + hint], params, n=g.continuations,
+                                          record_entropy=False, seeds=[seed])
+                prefix_steps = step_texts(plan["pieces"], [sp for sp in plan["spans"] if sp[1] <= bp["cut_token"]])
+                seen: set[tuple] = set()
+                records = []
+                for c_idx, c in enumerate(conts):
+                    v = verifier.check(c.text, prob["answer"], prob.get("meta"))
+                    train, replaced = training_ids(prefix, hint, c.token_ids, g.hint_mode, reflection)
+                    cont_ids, _ = strip_stop(c.token_ids, None, stop)
+                    cont_pieces = token_pieces(engine.tokenizer, cont_ids)
+                    cont_steps = step_texts(cont_pieces, step_spans_from_pieces(cont_pieces))
+                    check_cont = check_steps(cont_steps, prob["answer"])
+                    check_all = check_steps(prefix_steps + cont_steps, prob["answer"])
+                    duplicate = tuple(c.token_ids) in seen
+                    seen.add(tuple(c.token_ids))
+                    n_tok += len(c.token_ids)
+                    records.append({
+                        "key": f"{s['key']}/gear/{c_idx}", "problem_id": pid, "stage": "gear", "kind": "repair",
+                        "source_key": s["key"], "source_pred": s["pred"], "answer": prob["answer"],
+                        "n_source_tokens": len(traj), "step_spans": plan["spans"], "step_entropy": plan["step_entropy"],
+                        "surges": plan["surges"], "breakpoint": bp, "window": g.window, "backup": g.backup,
+                        "cut_token": bp["cut_token"], "restart": bp["restart"],
+                        "hint_text": hint_text, "hint_span": [len(prefix), len(prefix) + len(hint)],
+                        "continuation_ids": c.token_ids, "continuation": c.text, "finish_reason": c.finish_reason,
+                        "truncated": c.truncated, "n_tokens": len(c.token_ids), "seed": c.seed,
+                        "pred": v.pred, "correct": v.correct, "verify_error": v.error,
+                        "hint_mode": g.hint_mode, "replaced_span": list(replaced), "training_ids": train,
+                        "training_text": engine.tokenizer.decode(train, skip_special_tokens=True),
+                        "step_check": check_all.to_dict(), "step_check_continuation": check_cont.to_dict(),
+                        "derivation_ok": bool(v.correct) and check_all.ok, "duplicate": duplicate,
+                        "model": cfg.teacher.model, "engine": engine.name,
+                    })
+                store.append(records)
+                bar.update(1)
+                bar.set_postfix_str(f"{n_tok / max(time.time() - t0, 1e-9):.1f} tok/s")
+        bar.close()
+    finally:
+        if own:
+            engine.close()
+    return summarize_repairs(run_dir)
+
+
+def summarize_repairs(run_dir: Path) -> dict:
+    recs = [r for r in JsonlStore(run_dir / "repairs.jsonl") if not r.get("duplicate")]
+    by_src: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_src[r["source_key"]].append(r)
+    by_prob: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_prob[r["problem_id"]].append(r)
+    out = {
+        "continuations": len(recs),
+        "answer_correct": sum(bool(r["correct"]) for r in recs),
+        "derivation_verified": sum(r["derivation_ok"] for r in recs),
+        "trajectories": len(by_src),
+        "trajectories_answer_repaired": sum(any(r["correct"] for r in v) for v in by_src.values()),
+        "trajectories_verified_repaired": sum(any(r["derivation_ok"] for r in v) for v in by_src.values()),
+        "problems": len(by_prob),
+        "problems_answer_repaired": sum(any(r["correct"] for r in v) for v in by_prob.values()),
+        "problems_verified_repaired": sum(any(r["derivation_ok"] for r in v) for v in by_prob.values()),
+        "restarts": sum(v[0]["restart"] for v in by_src.values()),
+        "teacher_tokens": sum(r["n_tokens"] for r in recs),
+    }
+    return out

@@ -1,0 +1,188 @@
+"""PURE: Perplexity-Uncertainty Ratio Estimator over every hinted candidate (`heal filter`).
+
+Each answer-correct candidate (GEAR repairs, answer-guided samples) is scored as the student will
+see it: the hint-free prompt and the training completion (hint span replaced), one teacher-forced
+pass of the scorer. Stored for every candidate, accepted or not, so a threshold can be re-applied
+without rescoring:
+- l_j: mean token NLL of step j, for the steps after the cut (guided samples: all steps);
+  S = mean_j l_j, l_max = max_j l_j;
+- U: mean NLL of the final answer's tokens (inside the last \\boxed{});
+- S_ref: mean step NLL of the teacher's own unhinted Stage 0 trajectories of the problem;
+- rho_ans = U / (S + eps), rho_step = l_max / (S_ref + eps).
+Before scoring, a text that mentions the hint or states the answer before deriving it is rejected.
+
+Artifacts: scored.jsonl (key = candidate key), reference.jsonl (S_ref per problem).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from heal.config import RunConfig, echo_config
+from heal.entropy import step_spans_from_pieces, token_pieces
+from heal.gear import strip_stop
+from heal.hints import mentions_hint, states_answer_before_deriving
+from heal.sample import load_stage0
+from heal.store import JsonlStore
+from heal.verify import boxed_span
+
+
+def answer_token_span(pieces: Sequence[str]) -> tuple[int, int] | None:
+    """Token span [a, b) covering the content of the last complete \\boxed{} in the joined pieces."""
+    text = "".join(pieces)
+    span = boxed_span(text)
+    if span is None or span[1] <= span[0]:
+        return None
+    start_char, end_char = span
+    pos, a, b = 0, None, None
+    for i, piece in enumerate(pieces):
+        lo, hi = pos, pos + len(piece)
+        if a is None and hi > start_char:
+            a = i
+        if lo < end_char:
+            b = i + 1
+        pos = hi
+    return (a, b) if a is not None and b is not None and b > a else None
+
+
+def step_nll(nll: Sequence[float], spans: Sequence[tuple[int, int]]) -> list[float]:
+    v = np.asarray(nll, dtype=np.float64)
+    return [float(v[a:b].mean()) for a, b in spans if b > a]
+
+
+def pure_scores(nll: Sequence[float], spans: Sequence[tuple[int, int]], answer_span: tuple[int, int] | None,
+                s_ref: float, eps: float = 0.01) -> dict:
+    """The PURE numbers of one candidate from its per-token NLLs (pure function)."""
+    ls = step_nll(nll, spans)
+    if not ls:
+        return {"l_steps": [], "S": None, "l_max": None, "U": None, "S_ref": s_ref, "rho_ans": None, "rho_step": None}
+    s, l_max = float(np.mean(ls)), float(np.max(ls))
+    u = float(np.mean(np.asarray(nll)[answer_span[0] : answer_span[1]])) if answer_span else None
+    return {
+        "l_steps": [round(x, 5) for x in ls], "S": s, "l_max": l_max, "U": u, "S_ref": s_ref,
+        "rho_ans": None if u is None else u / (s + eps),
+        "rho_step": l_max / (s_ref + eps),
+    }
+
+
+def prefilter(text: str, answer: str, cfg) -> str | None:
+    """Reason to reject before scoring, or None."""
+    if cfg.reject_hint_mentions and (phrase := mentions_hint(text)):
+        return f"mentions the hint ({phrase!r})"
+    if cfg.reject_early_answer and states_answer_before_deriving(text, answer):
+        return "states the answer before deriving it"
+    return None
+
+
+def verdict(rec: dict, cfg) -> tuple[bool, str]:
+    """Accept or reject a scored candidate under `cfg` (a PureConfig): re-applicable at any time."""
+    if rec.get("prefilter"):
+        return False, rec["prefilter"]
+    value = rec.get(cfg.score)
+    if value is None:
+        return False, f"no {cfg.score} (no boxed answer or no steps)"
+    if value > cfg.threshold:
+        return False, f"{cfg.score} {value:.3f} > {cfg.threshold}"
+    if cfg.verify_steps == "arithmetic" and not rec.get("derivation_ok"):
+        return False, "step checker: derivation not verified"
+    return True, "accepted"
+
+
+def score_candidate(scorer, prompt_ids: list[int], training_ids: list[int], scored_from: int, answer: str,
+                    s_ref: float, stop: set[int], eps: float) -> dict:
+    """Teacher-forced pass over one training completion; the PURE numbers for its steps from
+    token `scored_from` on (the end of the replaced hint span; 0 for guided samples)."""
+    ids, _ = strip_stop(list(training_ids), None, stop)
+    nll = [-x for x in scorer.score(prompt_ids, ids).logprobs]
+    pieces = token_pieces(scorer.tokenizer, ids)
+    spans = [sp for sp in step_spans_from_pieces(pieces) if sp[0] >= scored_from]
+    return pure_scores(nll, spans, answer_token_span(pieces), s_ref, eps)
+
+
+def reference_nll(scorer, prompt_ids: list[int], trajectories: list[list[int]], stop: set[int]) -> float | None:
+    """S_ref: mean over trajectories of their mean step NLL under the scorer."""
+    vals = []
+    for traj in trajectories:
+        ids, _ = strip_stop(list(traj), None, stop)
+        if not ids:
+            continue
+        nll = [-x for x in scorer.score(prompt_ids, ids).logprobs]
+        ls = step_nll(nll, step_spans_from_pieces(token_pieces(scorer.tokenizer, ids)))
+        if ls:
+            vals.append(float(np.mean(ls)))
+    return float(np.mean(vals)) if vals else None
+
+
+def make_scorer(cfg: RunConfig):
+    from heal.config import ModelConfig
+    from heal.engines import make_engine
+
+    model = cfg.pure.scorer or cfg.teacher.model
+    return make_engine(ModelConfig(model=model, engine=cfg.pure.scorer_engine, device=cfg.teacher.device,
+                                   dtype=cfg.teacher.dtype, n_ctx=cfg.teacher.n_ctx, threads=cfg.teacher.threads))
+
+
+def candidates(run_dir: Path) -> list[dict]:
+    """Every answer-correct, non-duplicate hinted candidate of the run."""
+    out = []
+    for name in ("repairs.jsonl", "guided.jsonl"):
+        if (run_dir / name).exists():
+            out += [r for r in JsonlStore(run_dir / name) if r["correct"] is True and not r.get("duplicate")]
+    return out
+
+
+def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) -> dict:
+    run_dir = Path(cfg.output_dir)
+    problems, by_problem, _ = load_stage0(run_dir)
+    echo_config(cfg, run_dir)
+    cands = candidates(run_dir)
+    store = JsonlStore(run_dir / "scored.jsonl")
+    refs = JsonlStore(run_dir / "reference.jsonl")
+    todo = [c for c in cands if c["key"] not in store]
+    log(f"filter: {len(cands)} answer-correct candidates, {len(todo)} to score")
+    own = scorer is None and bool(todo)
+    if own:
+        scorer = make_scorer(cfg)
+    ref_cache = {r["key"]: r["S_ref"] for r in refs}
+    bar = tqdm(total=len(cands), initial=len(cands) - len(todo), unit="cand", desc="filter", disable=not progress)
+    try:
+        stop = set(getattr(scorer, "eos", [])) if scorer is not None else set()
+        for c in todo:
+            pid, prob = c["problem_id"], problems[c["problem_id"]]
+            if pid not in ref_cache:
+                trajs = [s["token_ids"] for s in by_problem.get(pid, [])]
+                ref_cache[pid] = reference_nll(scorer, prob["prompt_ids"], trajs, stop)
+                refs.append([{"key": pid, "S_ref": ref_cache[pid], "n_trajectories": len(trajs)}])
+            text = c["continuation"]
+            pre = prefilter(text, prob["answer"], cfg.pure)
+            s_ref = ref_cache[pid]
+            scores = score_candidate(scorer, prob["prompt_ids"], c["training_ids"], c["replaced_span"][1],
+                                     prob["answer"], s_ref if s_ref is not None else float("nan"), stop, cfg.pure.eps)
+            rec = {"key": c["key"], "problem_id": pid, "kind": c["kind"], "prefilter": pre, **scores,
+                   "correct": c["correct"], "derivation_ok": c["derivation_ok"], "restart": c.get("restart", True),
+                   "scorer": cfg.pure.scorer or cfg.teacher.model}
+            ok, why = verdict(rec, cfg.pure)
+            rec.update(accepted=ok, reason=why, score=cfg.pure.score, threshold=cfg.pure.threshold)
+            store.append([rec])
+            bar.update(1)
+        bar.close()
+    finally:
+        if own:
+            scorer.close()
+    return summarize_filter(run_dir, cfg)
+
+
+def summarize_filter(run_dir: Path, cfg: RunConfig) -> dict:
+    recs = list(JsonlStore(Path(run_dir) / "scored.jsonl"))
+    out: dict = {"score": cfg.pure.score, "threshold": cfg.pure.threshold}
+    for kind in ("repair", "guided"):
+        rs = [r for r in recs if r["kind"] == kind]
+        acc = [r for r in rs if verdict(r, cfg.pure)[0]]
+        out[kind] = {"candidates": len(rs), "accepted": len(acc),
+                     "accepted_verified": sum(r["derivation_ok"] for r in acc),
+                     "rejected_prefilter": sum(bool(r["prefilter"]) for r in rs)}
+    return out
