@@ -40,6 +40,9 @@ def step_spans_from_pieces(pieces: Sequence[str], sep: str = "\n\n") -> list[tup
         if sep in text and text.strip():
             spans.append((start, i + 1))
             start, text = i + 1, ""
+        elif spans and not text.strip() and sep in text:  # more blank lines: they end the previous step
+            spans[-1] = (spans[-1][0], i + 1)
+            start, text = i + 1, ""
     if start < len(pieces):
         if text.strip() or not spans:
             spans.append((start, len(pieces)))
@@ -96,7 +99,9 @@ def smooth(x: Sequence[float], width: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if width <= 1 or len(x) < width:
         return x
-    return np.convolve(x, np.ones(width) / width, mode="same")
+    # Edge padding: zero padding would fake a jump up from nothing at the start.
+    padded = np.pad(x, (width // 2, width - 1 - width // 2), mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
 
 
 def find_breakpoint(entropy: Sequence[float], spans: Sequence[tuple[int, int]], window: str = "first_third_tokens",

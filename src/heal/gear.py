@@ -86,6 +86,12 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
         engine = make_engine(cfg.teacher)
     params = sampling_params(cfg)
     stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+    # Restarts of one problem share one hinted prompt: identical continuations across its sources are
+    # duplicates too (kept in the store, flagged, never counted or trained on).
+    seen_by_problem: dict[str, set[tuple]] = defaultdict(set)
+    for r in store:
+        if r["restart"]:
+            seen_by_problem[r["problem_id"]].add(tuple(r["continuation_ids"]))
     bar = tqdm(total=n_sources, initial=n_sources - len(jobs), unit="traj", desc="repair", disable=not progress)
     t0, n_tok = time.time(), 0
     try:
@@ -104,17 +110,21 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                 seed = stable_seed(params.seed, s["key"], "gear")
                 [conts] = engine.generate([prob["prompt_ids"] + prefix + hint], params, n=g.continuations,
                                           record_entropy=False, seeds=[seed])
-                prefix_steps = step_texts(plan["pieces"], [sp for sp in plan["spans"] if sp[1] <= bp["cut_token"]])
-                seen: set[tuple] = set()
+                # Every kept token is checked, a partial step kept by a token-level cut included.
+                cut = bp["cut_token"]
+                prefix_steps = ["".join(plan["pieces"][a:min(b, cut)]) for a, b in plan["spans"] if a < cut]
+                # A restart has nothing to reflect on: its training text is the continuation alone.
+                mode = "strip" if bp["restart"] and g.hint_mode == "reflection" else g.hint_mode
+                seen = seen_by_problem.setdefault(pid, set()) if bp["restart"] else set()
                 records = []
                 for c_idx, c in enumerate(conts):
                     v = verifier.check(c.text, prob["answer"], prob.get("meta"))
-                    train, replaced = training_ids(prefix, hint, c.token_ids, g.hint_mode, reflection)
+                    train, replaced = training_ids(prefix, hint, c.token_ids, mode, reflection)
                     cont_ids, _ = strip_stop(c.token_ids, None, stop)
                     cont_pieces = token_pieces(engine.tokenizer, cont_ids)
                     cont_steps = step_texts(cont_pieces, step_spans_from_pieces(cont_pieces))
-                    check_cont = check_steps(cont_steps, prob["answer"])
-                    check_all = check_steps(prefix_steps + cont_steps, prob["answer"])
+                    check_cont = check_steps(cont_steps, prob["answer"], prob["question"])
+                    check_all = check_steps(prefix_steps + cont_steps, prob["answer"], prob["question"])
                     duplicate = tuple(c.token_ids) in seen
                     seen.add(tuple(c.token_ids))
                     n_tok += len(c.token_ids)
@@ -128,7 +138,7 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                         "continuation_ids": c.token_ids, "continuation": c.text, "finish_reason": c.finish_reason,
                         "truncated": c.truncated, "n_tokens": len(c.token_ids), "seed": c.seed,
                         "pred": v.pred, "correct": v.correct, "verify_error": v.error,
-                        "hint_mode": g.hint_mode, "replaced_span": list(replaced), "training_ids": train,
+                        "hint_mode": mode, "replaced_span": list(replaced), "training_ids": train,
                         "training_text": engine.tokenizer.decode(train, skip_special_tokens=True),
                         "step_check": check_all.to_dict(), "step_check_continuation": check_cont.to_dict(),
                         "derivation_ok": bool(v.correct) and check_all.ok, "duplicate": duplicate,
@@ -163,6 +173,7 @@ def summarize_repairs(run_dir: Path) -> dict:
         "problems_answer_repaired": sum(any(r["correct"] for r in v) for v in by_prob.values()),
         "problems_verified_repaired": sum(any(r["derivation_ok"] for r in v) for v in by_prob.values()),
         "restarts": sum(v[0]["restart"] for v in by_src.values()),
+        "problems_all_restarts": sum(all(r["restart"] for r in v) for v in by_prob.values()),
         "teacher_tokens": sum(r["n_tokens"] for r in recs),
     }
     return out

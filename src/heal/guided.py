@@ -61,7 +61,7 @@ def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                     v = verifier.check(c.text, p["answer"], p.get("meta"))
                     ids, _ = strip_stop(c.token_ids, None, stop)
                     pieces = token_pieces(engine.tokenizer, ids)
-                    check = check_steps(step_texts(pieces, step_spans_from_pieces(pieces)), p["answer"])
+                    check = check_steps(step_texts(pieces, step_spans_from_pieces(pieces)), p["answer"], p["question"])
                     n_tok += len(c.token_ids)
                     records.append({
                         "key": f"{pid}/guided/{j}", "problem_id": pid, "stage": "guided", "kind": "guided",

@@ -42,6 +42,8 @@ _HINT_PHRASES = [
     r"\bhint\b", r"\bgiven (?:final )?answer\b", r"\bi (?:know|was told|am told)\b",
     r"\bthe (?:final )?answer (?:must|should) be\b", r"\bwe (?:know|are told) (?:that )?the (?:final )?answer\b",
     r"\bexpected (?:final )?answer\b", r"\bprovided answer\b", r"\bcorrect answer is\b",
+    r"\breference answer\b", r"\bfor reference\b", r"\bas given\b",
+    r"\bmatches the (?:given|reference|expected|provided|correct)\b",
 ]
 _HINT_RE = re.compile("|".join(_HINT_PHRASES), re.IGNORECASE)
 
@@ -59,7 +61,10 @@ def _number_pattern(answer: str) -> re.Pattern | None:
     digits = a.lstrip("-")
     grouped = f"{int(float(digits)):,}" if "." not in digits else digits
     alts = {re.escape(digits), re.escape(grouped)}
-    return re.compile(r"(?<![\d.,])-?\s*(?:" + "|".join(alts) + r")(?![\d])")
+    return re.compile(r"(?<![\d.,])(?:-\s*)?(?:" + "|".join(alts) + r")(?!\d|[.,]\d)")
+
+
+_LIST_NUMBER = re.compile(r"(?:^|\n)\s*#*\s*(?:\**step\s+)?$", re.IGNORECASE)
 
 
 def states_answer_before_deriving(text: str, answer: str) -> bool:
@@ -69,13 +74,13 @@ def states_answer_before_deriving(text: str, answer: str) -> bool:
     pat = _number_pattern(answer)
     if pat is None:
         return False
-    m = pat.search(text)
-    if m is None:
-        return False
-    before = text[: m.start()].rstrip(" $\\(")
-    if before.endswith("=") or before.endswith("\\boxed{") or before.endswith("boxed{"):
-        return False
-    # "= -1,345" with the minus inside the match, or "\approx"
-    if re.search(r"(=|\\approx|≈)\s*$", before):
-        return False
-    return True
+    for m in pat.finditer(text):
+        before = text[: m.start()]
+        after = text[m.end():]
+        # A list marker or step number ("5." at a line start, "Step 5:") is not the answer.
+        if _LIST_NUMBER.search(before) and re.match(r"\s*[.):]", after):
+            continue
+        # Strip wrappers between "=" and the number: spaces, $, \(, **bold**, \mathbf{, \boxed{.
+        stripped = re.sub(r"(?:\s|\$|\\\(|\*\*|\\mathbf\{|\\textbf\{|\\boxed\{|boxed\{|\{)*$", "", before)
+        return not (before.rstrip().endswith(("\\boxed{", "boxed{")) or re.search(r"(=|\\approx|≈)$", stripped))
+    return False

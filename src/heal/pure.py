@@ -93,14 +93,25 @@ def verdict(rec: dict, cfg) -> tuple[bool, str]:
 
 
 def score_candidate(scorer, prompt_ids: list[int], training_ids: list[int], scored_from: int, answer: str,
-                    s_ref: float, stop: set[int], eps: float) -> dict:
+                    s_ref: float | None, stop: set[int], eps: float) -> dict:
     """Teacher-forced pass over one training completion; the PURE numbers for its steps from
-    token `scored_from` on (the end of the replaced hint span; 0 for guided samples)."""
+    token `scored_from` on (the end of the replaced hint span; 0 for guided samples). Without a
+    reference (no Stage 0 trajectory scored), S_ref falls back to the prefix's steps; with no
+    prefix either, rho_step stays None and the verdict rejects."""
     ids, _ = strip_stop(list(training_ids), None, stop)
     nll = [-x for x in scorer.score(prompt_ids, ids).logprobs]
     pieces = token_pieces(scorer.tokenizer, ids)
-    spans = [sp for sp in step_spans_from_pieces(pieces) if sp[0] >= scored_from]
-    return pure_scores(nll, spans, answer_token_span(pieces), s_ref, eps)
+    all_spans = step_spans_from_pieces(pieces)
+    spans = [sp for sp in all_spans if sp[0] >= scored_from]
+    ref_source = "stage0"
+    if s_ref is None:
+        prefix = step_nll(nll, [sp for sp in all_spans if sp[1] <= scored_from and sp[0] < scored_from])
+        s_ref, ref_source = (float(np.mean(prefix)), "prefix") if prefix else (None, "none")
+    out = pure_scores(nll, spans, answer_token_span(pieces), s_ref if s_ref is not None else float("nan"), eps)
+    if s_ref is None:
+        out.update(S_ref=None, rho_step=None)
+    out["S_ref_source"] = ref_source
+    return out
 
 
 def reference_nll(scorer, prompt_ids: list[int], trajectories: list[list[int]], stop: set[int]) -> float | None:
@@ -135,19 +146,36 @@ def candidates(run_dir: Path) -> list[dict]:
     return out
 
 
+def scorer_name(cfg: RunConfig) -> str:
+    return f"{cfg.pure.scorer or cfg.teacher.model}@{cfg.pure.scorer_engine}"
+
+
 def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) -> dict:
+    from heal.engines.base import chat_prompt_ids
+    from heal.sample import RunMismatch
+
     run_dir = Path(cfg.output_dir)
     problems, by_problem, _ = load_stage0(run_dir)
     echo_config(cfg, run_dir)
     cands = candidates(run_dir)
     store = JsonlStore(run_dir / "scored.jsonl")
     refs = JsonlStore(run_dir / "reference.jsonl")
+    name = scorer_name(cfg)
+    others = {r["scorer"] for r in store} - {name}
+    if others:
+        raise RunMismatch(f"{store.path} was scored by {sorted(others)}, not {name}: scores of two scorers are not "
+                          f"comparable; use another output_dir (or move scored.jsonl away) to rescore")
     todo = [c for c in cands if c["key"] not in store]
     log(f"filter: {len(cands)} answer-correct candidates, {len(todo)} to score")
     own = scorer is None and bool(todo)
     if own:
         scorer = make_scorer(cfg)
-    ref_cache = {r["key"]: r["S_ref"] for r in refs}
+    if todo:  # the scorer must read the teacher's token ids as the same text
+        first = problems[todo[0]["problem_id"]]
+        if chat_prompt_ids(scorer.tokenizer, first["prompt"], cfg.prompt.system) != first["prompt_ids"]:
+            raise ValueError(f"scorer {name} tokenizes the prompt differently from the teacher: PURE needs a scorer "
+                             f"that shares the teacher's tokenizer")
+    ref_cache = {r["key"].split("|", 1)[1]: r["S_ref"] for r in refs if r["key"].startswith(name + "|")}
     bar = tqdm(total=len(cands), initial=len(cands) - len(todo), unit="cand", desc="filter", disable=not progress)
     try:
         stop = set(getattr(scorer, "eos", [])) if scorer is not None else set()
@@ -156,15 +184,14 @@ def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) ->
             if pid not in ref_cache:
                 trajs = [s["token_ids"] for s in by_problem.get(pid, [])]
                 ref_cache[pid] = reference_nll(scorer, prob["prompt_ids"], trajs, stop)
-                refs.append([{"key": pid, "S_ref": ref_cache[pid], "n_trajectories": len(trajs)}])
+                refs.append([{"key": f"{name}|{pid}", "S_ref": ref_cache[pid], "n_trajectories": len(trajs)}])
             text = c["continuation"]
             pre = prefilter(text, prob["answer"], cfg.pure)
-            s_ref = ref_cache[pid]
             scores = score_candidate(scorer, prob["prompt_ids"], c["training_ids"], c["replaced_span"][1],
-                                     prob["answer"], s_ref if s_ref is not None else float("nan"), stop, cfg.pure.eps)
+                                     prob["answer"], ref_cache[pid], stop, cfg.pure.eps)
             rec = {"key": c["key"], "problem_id": pid, "kind": c["kind"], "prefilter": pre, **scores,
                    "correct": c["correct"], "derivation_ok": c["derivation_ok"], "restart": c.get("restart", True),
-                   "scorer": cfg.pure.scorer or cfg.teacher.model}
+                   "scorer": name}
             ok, why = verdict(rec, cfg.pure)
             rec.update(accepted=ok, reason=why, score=cfg.pure.score, threshold=cfg.pure.threshold)
             store.append([rec])

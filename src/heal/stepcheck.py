@@ -1,9 +1,10 @@
 """The arithmetic step checker: the oracle that keeps PURE honest.
 
 Every `a op b = c` chain in a step is re-evaluated exactly (fractions, no floats), after stripping
-LaTeX, `\\times`/`\\cdot`, unit words and thousands separators. A derivation is `ok` when at least
-one equation was checked, none is false, the final answer is the result of a true equation (the
-derivation reaches it), and the text shows no program output it could not have run.
+LaTeX, `\\times`/`\\cdot`/`x`, unit words and thousands separators. A derivation is `ok` when at
+least one equation was checked, none is false, every operand is a number of the question or the
+result of an earlier equation (no number from nowhere), the final answer is the result of a true
+equation (the derivation reaches it), and the text shows no program output it could not have run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from fractions import Fraction
 from typing import Sequence
 
 _LATEX_SUBS = [
-    (r"\\left|\\right|\\,|\\;|\\!|\\quad|\\qquad", " "),
+    (r"\{,\}", ""),  # LaTeX thousands separator 1{,}200
+    (r"\\qquad|\\quad|;", " ; "),  # separators between equations: a chain never spans them
+    (r"\\left|\\right|\\,|\\;|\\!|&", " "),
     (r"\\(?:times|cdot)", "*"),
     (r"×|·|∗", "*"),
     (r"\\div|÷", "/"),
@@ -24,13 +27,20 @@ _LATEX_SUBS = [
     (r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}", r" \1 "),
     (r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}", r"((\1)/(\2))"),
     (r"\\\(|\\\)|\\\[|\\\]|\$", " "),
-    (r"\\boxed\{([^{}]*)\}", r" \1 "),
+    (r"\\boxed\{([^{}]*)\}", r" ; \1 ; "),
+    (r"\\[a-zA-Z]+", " § "),  # any other LaTeX command (\\sqrt, \\log, ...): a chain never starts after it
     (r"[{}]", " "),
     (r"\*\*", " "),  # markdown bold, not a power (powers are out of scope)
+    (r"(?<=\d)\s*[xX]\s*(?=[-(\d])", " * "),  # 3 x 4
+    (r"(?<=\d)\s+(?:[a-zA-Z]+\s+){1,2}(?=[-+*/=])", " "),  # unit words: 24 legs + 64 legs = 88
+    (r"\.\s+", " ; "),  # sentence ends: "... = 141. 141 + 5 = 146" is two chains
 ]
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _CHAIN = re.compile(r"[-+*/().\d\s]*\d[-+*/().\d\s]*(?:=[-+*/().\d\s]*\d[-+*/().\d\s]*)+")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*]\s+|\(?\d+[.)]\s+|step\s+\d+\s*[:.]\s*)", re.IGNORECASE)
+_LIST_MARKER = re.compile(r"^\s*#*\s*(?:[-*]\s+|\(?[\da-z][.)]\s+|\d+[.)]\s+|step\s+\d+\s*[:.]?\s*)",
+                          re.IGNORECASE)
+_UNSUPPORTED_EDGE = set("^_!{}\\§")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -79,25 +89,67 @@ def evaluate(expr: str) -> Fraction | None:
 class Equation:
     step: int
     text: str
-    values: list[str]
-    ok: bool
+    values: list[str]  # value of each part that parsed
+    ok: bool  # every adjacent pair of parsed parts is equal
+    operands: list[str]  # numeric literals of every part (absolute values)
+    partials: list[str]  # values of every sub-expression (what a later part may refer to)
+
+
+def _balance(part: str) -> str:
+    """Drop parentheses left unbalanced at a part's ends: "(24 + 64 = 88)" -> "24 + 64", "88"."""
+    p = part.strip()
+    while p.startswith("(") and p.count("(") > p.count(")"):
+        p = p[1:].strip()
+    while p.endswith(")") and p.count(")") > p.count("("):
+        p = p[:-1].strip()
+    return p
+
+
+def _subvalues(expr: str) -> list[Fraction]:
+    """Values of every binary sub-expression of an arithmetic expression (absolute)."""
+    out = []
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return out
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp):
+            v = evaluate(ast.unparse(node))
+            if v is not None:
+                out.append(abs(v))
+    return out
 
 
 def equations(step_text: str, step: int = 0) -> list[Equation]:
-    """Every arithmetic chain `e1 = e2 = ...` in a step, each link checked."""
+    """Every arithmetic chain `e1 = e2 = ...` in a step, each link between parsable parts checked.
+    A chain glued to a power, index, factorial, root or function (`3^2 + 16 = 25`, `f(3) + 2 = 11`)
+    is out of scope and skipped, never failed."""
     out = []
     for line in normalize(step_text).splitlines():
         line = _LIST_MARKER.sub(" ", line)
         for m in _CHAIN.finditer(line):
-            parts = [p.strip() for p in m.group(0).split("=")]
+            before = line[: m.start()].rstrip()[-1:]
+            after = line[m.end():].lstrip()[:1]
+            if (before and before in _UNSUPPORTED_EDGE) or after in ("^", "!", "_", "§") \
+                    or (before.isalpha() and m.group(0)[:1] == "("):
+                continue
+            parts = [_balance(p) for p in m.group(0).split("=")]
             vals = [evaluate(p) for p in parts]
-            # Keep the longest run of evaluable parts; drop dangling pieces like "2." at the ends.
-            pairs = [(p, v) for p, v in zip(parts, vals) if v is not None]
-            if len(pairs) < 2 or not any(re.search(r"\d\s*[-+*/]\s*[-(\d]", p) for p, _ in pairs):
+            if not any(re.search(r"\d\s*[-+*/]\s*[-(\d]", p) for p, v in zip(parts, vals) if v is not None):
                 continue  # "x = 5" or "= 3" alone: nothing to check
-            ok = all(pairs[i][1] == pairs[i + 1][1] for i in range(len(pairs) - 1))
-            out.append(Equation(step, m.group(0).strip(), [str(v) for _, v in pairs], ok))
+            links = [(vals[i], vals[i + 1]) for i in range(len(parts) - 1) if vals[i] is not None and vals[i + 1] is not None]
+            if not links:
+                continue
+            ok = all(a == b for a, b in links)
+            parsed = [(p, v) for p, v in zip(parts, vals) if v is not None]
+            operands = [str(Fraction(x)) for p, _ in parsed for x in _NUMBER.findall(p)]
+            partials = [str(x) for p, _ in parsed for x in _subvalues(p)] + [str(abs(v)) for _, v in parsed]
+            out.append(Equation(step, m.group(0).strip(), [str(v) for _, v in parsed], ok, operands, partials))
     return out
+
+
+def numbers_in(text: str) -> set[Fraction]:
+    return {Fraction(x) for x in _NUMBER.findall(normalize(text))}
 
 
 _CODE_THEN_OUTPUT = re.compile(r"```[a-zA-Z]*\n.*?```\s*(?:\n\s*)*(?:```|output\s*:|result\s*:|\*\*output)",
@@ -113,30 +165,41 @@ class StepCheck:
     reaches_answer: bool
     invented_output: bool
     reason: str
+    unsupported: str | None = None  # an operand that comes from nowhere (first one)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_steps(steps: Sequence[str], answer: str | None = None) -> StepCheck:
-    """Check a derivation given as its steps (texts). `answer`: the final answer it must reach."""
+def check_steps(steps: Sequence[str], answer: str | None = None, question: str | None = None) -> StepCheck:
+    """Check a derivation given as its steps (texts). `answer`: the final answer it must reach;
+    `question`: its numbers (and results of earlier equations) are the only operands allowed."""
     eqs = [e for i, s in enumerate(steps) for e in equations(s, i)]
     false = next((e for e in eqs if not e.ok), None)
     invented = bool(_CODE_THEN_OUTPUT.search("".join(steps)))
     target = evaluate(normalize(answer).strip()) if answer else None
-    reaches = target is not None and any(e.ok and Fraction(e.values[-1]) == target for e in eqs)
-    if answer is None:
-        reaches = True
+    reaches = answer is None or (target is not None and any(e.ok and Fraction(e.values[-1]) == target for e in eqs))
+    unsupported = None
+    if question is not None:
+        known = numbers_in(question)
+        for e in eqs:
+            local = {Fraction(x) for x in e.partials}
+            missing = [x for x in e.operands if Fraction(x) not in known and Fraction(x) not in local]
+            if missing and unsupported is None:
+                unsupported = f"step {e.step}: {missing[0]} in '{e.text}'"
+            known |= local
     if false is not None:
         reason = f"false equation in step {false.step}: {false.text}"
     elif invented:
         reason = "program output it could not have run"
     elif not eqs:
         reason = "no checkable equation"
+    elif unsupported is not None:
+        reason = f"operand from nowhere ({unsupported})"
     elif not reaches:
         reason = "no true equation reaches the final answer"
     else:
         reason = "ok"
     return StepCheck(ok=reason == "ok", n_equations=len(eqs), first_false_step=None if false is None else false.step,
                      first_false=None if false is None else false.text, reaches_answer=reaches,
-                     invented_output=invented, reason=reason)
+                     invented_output=invented, reason=reason, unsupported=unsupported)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from transformers import GenerationConfig
 
 from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
 
@@ -91,14 +92,17 @@ class HFEngine:
             mask[r, width - len(p) :] = 1
         recorder = EntropyRecorder(width) if record_entropy else None
         stop = sorted(set(self.eos) | set(params.stop_token_ids))
-        kwargs = dict(do_sample=False) if params.greedy else dict(
-            do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,  # 0 turns top-k off (the model's default is 50)
+        # A fresh GenerationConfig: nothing a checkpoint's generation_config.json sets (repetition
+        # penalty, top_k=50, ...) may change the distribution we sample from or record.
+        gen = GenerationConfig(
+            max_new_tokens=params.max_new_tokens, eos_token_id=stop, pad_token_id=self.pad_id,
+            do_sample=not params.greedy, temperature=params.temperature if not params.greedy else None,
+            top_p=params.top_p if not params.greedy else None, top_k=params.top_k if not params.greedy else None,
         )
         torch.manual_seed(seed)
         seqs = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-            max_new_tokens=params.max_new_tokens, eos_token_id=stop, pad_token_id=self.pad_id,
-            logits_processor=[recorder] if recorder else None, return_dict_in_generate=False, **kwargs,
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), generation_config=gen,
+            logits_processor=[recorder] if recorder else None, return_dict_in_generate=False,
         )
         new = seqs[:, width:].cpu()
         lp = ent = None
