@@ -93,3 +93,15 @@ def test_champ():
     assert len(ps) == 270
     assert all(p.answer for p in ps) and len({p.id for p in ps}) == 270
     assert len(load_problems("champ", size=5)) == 5
+
+
+def test_reasoning_gym_answers_that_contradict_their_expression_are_skipped():
+    params = {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3, "operators": ["+", "-", "*"],
+              "allow_parentheses": False}
+    skipped = []
+    ps = load_problems("reasoning_gym:basic_arithmetic", size=30, seed=2026, params=params, skipped=skipped)
+    assert skipped and len(ps) + len(skipped) == 30
+    assert "not the value of its expression" in skipped[0]
+    from heal.stepcheck import evaluate
+
+    assert all(evaluate(p.meta["expression"]) == evaluate(p.answer) for p in ps)

@@ -125,7 +125,21 @@ def load_hf_dataset(path: str | Path, fields: dict[str, str] | None = None, spli
     return _parse_rows(rows, fields or {}, Path(path).name, str(path), on_error, skipped)
 
 
-def load_reasoning_gym(task: str, size: int, seed: int, params: dict[str, Any]) -> list[Problem]:
+def _expression_disagrees(entry: dict) -> bool:
+    """True when an arithmetic task's answer is not the value of its own expression (reasoning-gym
+    0.1.25 `basic_arithmetic` with allow_parentheses=False evaluates left to right, ignoring
+    precedence: "90 - 3 + 47 * 46" gets 6164)."""
+    from heal.stepcheck import evaluate
+
+    expr = (entry.get("metadata") or {}).get("expression")
+    if not isinstance(expr, str):
+        return False
+    value, answer = evaluate(expr.replace("×", "*")), evaluate(str(entry["answer"]))
+    return value is not None and answer is not None and value != answer
+
+
+def load_reasoning_gym(task: str, size: int, seed: int, params: dict[str, Any],
+                       skipped: list | None = None) -> list[Problem]:
     import reasoning_gym
 
     try:
@@ -134,6 +148,11 @@ def load_reasoning_gym(task: str, size: int, seed: int, params: dict[str, Any]) 
         raise ProblemError(f"reasoning_gym:{task} with {params}: {e}") from None
     problems = []
     for i, entry in enumerate(ds):
+        if _expression_disagrees(entry):
+            if skipped is not None:
+                skipped.append(f"reasoning_gym:{task} item {i}: answer {entry['answer']} is not the value of "
+                               f"its expression {entry['metadata']['expression']!r} (generator bug); skipped")
+            continue
         meta = dict(entry.get("metadata") or {})
         meta = json.loads(json.dumps(meta, default=str))  # tuples etc. -> JSON-safe
         problems.append(
@@ -192,7 +211,7 @@ def load_problems(source: str, size: int | None = None, seed: int = 0, params: d
     `size`: how many to generate (reasoning_gym, default 100) or the first N of a file (None: all).
     """
     if source.startswith("reasoning_gym:"):
-        problems = load_reasoning_gym(source.split(":", 1)[1], size or 100, seed, params or {})
+        problems = load_reasoning_gym(source.split(":", 1)[1], size or 100, seed, params or {}, skipped)
     elif source == "champ":
         problems = load_champ()[:size]
     else:

@@ -98,11 +98,12 @@ class HFEngine:
             max_new_tokens=params.max_new_tokens, eos_token_id=stop, pad_token_id=self.pad_id,
             do_sample=not params.greedy, temperature=params.temperature if not params.greedy else None,
             top_p=params.top_p if not params.greedy else None, top_k=params.top_k if not params.greedy else None,
+            return_dict_in_generate=False,
         )
         torch.manual_seed(seed)
         seqs = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), generation_config=gen,
-            logits_processor=[recorder] if recorder else None, return_dict_in_generate=False,
+            logits_processor=[recorder] if recorder else None,
         )
         new = seqs[:, width:].cpu()
         lp = ent = None
