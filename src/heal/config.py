@@ -114,6 +114,49 @@ class PureConfig(_Strict):
     verify_steps: Literal["none", "arithmetic"] = "none"  # optional extra filter (never the only one)
 
 
+class StageConfig(_Strict):
+    epochs: float = Field(5.0, gt=0)  # paper: 5
+    learning_rate: float = Field(1e-5, gt=0)  # paper: 1e-5
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = True  # save merged weights, so every later stage and eval loads a plain model
+
+
+class TrainConfig(_Strict):
+    """PACE training of the student (method doc: PACE)."""
+
+    student: str = "qwen2.5-coder-0.5b"
+    methods: list[Literal["heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"]] = Field(
+        default_factory=lambda: ["sft_rs", "heal"])
+    stages: dict[Literal["I", "II", "III"], StageConfig] = Field(
+        default_factory=lambda: {k: StageConfig() for k in ("I", "II", "III")})
+    single: StageConfig = Field(default_factory=StageConfig)  # one-stage methods (sft_rs, star, ...)
+    match_budget: bool = True  # one-stage methods get as many optimizer steps as HEAL's three stages
+    batch_size: int = Field(8, gt=0)  # paper: 8
+    grad_accum: int = Field(1, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_length: int = Field(1024, gt=0)
+    packing: bool = False
+    lora: LoraConfig | None = None  # full fine-tuning by default (small students)
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = 0
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        missing = {"I", "II", "III"} - set(self.stages)
+        if missing:
+            raise ValueError(f"train.stages needs I, II and III (missing {sorted(missing)})")
+        return self
+
+
 class VerifyConfig(_Strict):
     method: Literal["math_verify", "reasoning_gym"] = "math_verify"
     timeout_s: float = Field(5.0, gt=0)
@@ -130,6 +173,7 @@ class RunConfig(_Strict):
     gear: GearConfig = Field(default_factory=GearConfig)
     guided: GuidedConfig = Field(default_factory=GuidedConfig)
     pure: PureConfig = Field(default_factory=PureConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
     def _check(self):

@@ -1,0 +1,224 @@
+"""PACE: building D1-D3 and training the student in cumulative SFT stages (`heal train`).
+
+Data (written to RUN/data/ as JSONL anyone can open):
+- D1: every answer-correct Stage 0 trajectory;
+- D2: answer-guided samples accepted by PURE;
+- D3: GEAR repairs accepted by PURE.
+Methods (method doc, "Baselines and ablations"), each a list of stages; a stage trains on the union
+of its data sets, starting from the previous stage's weights:
+- heal:               I: D1 -> II: D1+D2 -> III: D1+D2+D3
+- sft_rs:             D1
+- keep_all:           every Stage 0 trajectory, correct or not
+- star:               D1+D2 in one stage
+- heal_no_pure:       the HEAL curriculum with D2/D3 unfiltered (every answer-correct candidate)
+- heal_no_curriculum: D1+D2+D3 shuffled, one stage
+Training is TRL's SFTTrainer on pre-tokenized examples whose labels are -100 on the prompt and the
+completion's ids (end-of-turn token included) elsewhere, so the loss covers exactly the completion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from heal.config import RunConfig, echo_config
+from heal.engines.base import chat_prompt_ids
+from heal.pure import verdict
+from heal.sample import load_stage0
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+
+METHODS: dict[str, list[list[str]]] = {
+    "heal": [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]],
+    "sft_rs": [["D1"]],
+    "keep_all": [["ALL"]],
+    "star": [["D1", "D2"]],
+    "heal_no_pure": [["D1"], ["D1", "D2raw"], ["D1", "D2raw", "D3raw"]],
+    "heal_no_curriculum": [["D1", "D2", "D3"]],
+}
+
+
+def _example(problem: dict, completion_ids: list[int], text: str, source: str, key: str) -> dict:
+    return {"key": key, "problem_id": problem["id"], "source": source, "prompt": problem["prompt"],
+            "prompt_ids": problem["prompt_ids"], "completion_ids": completion_ids, "completion": text}
+
+
+def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
+    """Write RUN/data/{D1,D2,D3,D2raw,D3raw,ALL}.jsonl from the run's artifacts; returns sizes."""
+    run_dir = Path(cfg.output_dir)
+    problems, by_problem, _ = load_stage0(run_dir)
+    sets: dict[str, list[dict]] = {k: [] for k in ("D1", "ALL", "D2", "D3", "D2raw", "D3raw")}
+    for pid, samples in by_problem.items():
+        for s in samples:
+            ex = _example(problems[pid], s["token_ids"], s["text"], "stage0", s["key"])
+            sets["ALL"].append(ex)
+            if s["correct"] is True:
+                sets["D1"].append(ex)
+    scored = {r["key"]: r for r in JsonlStore(run_dir / "scored.jsonl")} if (run_dir / "scored.jsonl").exists() else {}
+    for name, kind in (("guided.jsonl", "D2"), ("repairs.jsonl", "D3")):
+        if not (run_dir / name).exists():
+            continue
+        for r in JsonlStore(run_dir / name):
+            if r["correct"] is not True or r.get("duplicate"):
+                continue
+            ex = _example(problems[r["problem_id"]], r["training_ids"], r["training_text"], kind, r["key"])
+            sets[kind + "raw"].append(ex)
+            if r["key"] in scored and verdict(scored[r["key"]], cfg.pure)[0]:
+                sets[kind].append(ex)
+    data_dir = run_dir / "data"
+    for name, rows in sets.items():
+        atomic_write_jsonl(data_dir / f"{name}.jsonl", rows)
+    sizes = {k: len(v) for k, v in sets.items()}
+    atomic_write_text(data_dir / "sizes.json", json.dumps(sizes, indent=2) + "\n")
+    log(f"data: {sizes}")
+    return sizes
+
+
+def same_tokenizer(a, b) -> bool:
+    probe = "Step 1: 361 - 220 = 141.\n\n\\boxed{-1345} ✓"
+    return a.get_vocab() == b.get_vocab() and a(probe)["input_ids"] == b(probe)["input_ids"]
+
+
+def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str | None = None,
+                         max_length: int | None = None) -> list[dict]:
+    """input_ids = chat prompt + completion (+ end-of-turn); labels = -100 on the prompt.
+
+    With the teacher's own tokenizer the teacher's ids are used as they are (nothing re-tokenised);
+    otherwise the completion text is tokenised by the student and its end-of-turn token appended.
+    The completion never goes through the chat template, which some templates use to drop
+    reasoning text from assistant turns."""
+    end = _end_of_turn(tok)
+    out = []
+    for ex in examples:
+        if exact_ids:
+            prompt, completion = list(ex["prompt_ids"]), list(ex["completion_ids"])
+        else:
+            prompt = chat_prompt_ids(tok, ex["prompt"], system)
+            completion = tok(ex["completion"], add_special_tokens=False)["input_ids"]
+        if not completion or completion[-1] != end:
+            completion = completion + [end]
+        ids = prompt + completion
+        labels = [-100] * len(prompt) + completion
+        if max_length and len(ids) > max_length:
+            ids, labels = ids[:max_length], labels[:max_length]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def _end_of_turn(tok) -> int:
+    """The token that ends an assistant turn in the student's chat template."""
+    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        tid = tok.convert_tokens_to_ids(t)
+        if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id:
+            return tid
+    return tok.eos_token_id
+
+
+def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: RunConfig, stage: dict, seed: int,
+                log=print) -> dict:
+    """One SFT stage with TRL. Writes the model atomically to out_dir (a DONE marker last)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tc = cfg.train
+    tok = AutoTokenizer.from_pretrained(init_model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(init_model, dtype=getattr(torch, tc.dtype))
+    peft_config = None
+    if tc.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                                 target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    args = SFTConfig(
+        output_dir=str(tmp), num_train_epochs=stage["epochs"], learning_rate=stage["learning_rate"],
+        max_steps=stage.get("max_steps") or -1, per_device_train_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum, lr_scheduler_type=tc.lr_scheduler, warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio
+        logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16",
+        completion_only_loss=None, dataset_num_proc=None, disable_tqdm=not tc.progress,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                         processing_class=tok, peft_config=peft_config)
+    result = trainer.train()
+    model = trainer.model
+    if tc.lora and tc.lora.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
+            "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed}
+    (tmp / "heal_stage.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    (out_dir / "DONE").write_text("ok\n")
+    log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {result.training_loss:.4f})")
+    return meta
+
+
+def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]:
+    """The stages of a method with their epochs / learning rate / max_steps (budget matching)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {sorted(METHODS)}")
+    tc = cfg.train
+    names = ["I", "II", "III"]
+    plan = []
+    for i, sets in enumerate(METHODS[method]):
+        sc = tc.stages[names[i]] if len(METHODS[method]) == 3 else tc.single
+        plan.append({"name": names[i] if len(METHODS[method]) == 3 else "single", "data": sets,
+                     "epochs": sc.epochs, "learning_rate": sc.learning_rate, "max_steps": None})
+    if tc.match_budget and len(plan) == 1:
+        # Matched budget: a one-stage method takes as many optimizer steps as the HEAL curriculum
+        # spends in total on its (cumulative) stages, so no method wins by training longer.
+        per_step = tc.batch_size * tc.grad_accum
+        heal_steps = 0
+        for i, sets in enumerate(METHODS["heal"]):
+            n = sum(sizes.get(s, 0) for s in sets)
+            heal_steps += max(1, -(-n // per_step)) * int(max(1, round(tc.stages[names[i]].epochs)))
+        plan[0]["max_steps"] = heal_steps
+    return plan
+
+
+def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> dict:
+    """Train every configured method (resumable: finished stages are skipped)."""
+    from transformers import AutoTokenizer
+
+    from heal.models import resolve
+
+    run_dir = Path(cfg.output_dir)
+    echo_config(cfg, run_dir)
+    sizes = build_data(cfg, log)
+    student = resolve(cfg.train.student).hf
+    teacher_tok = AutoTokenizer.from_pretrained(resolve(cfg.teacher.model).hf)
+    student_tok = AutoTokenizer.from_pretrained(student)
+    exact = same_tokenizer(teacher_tok, student_tok)
+    data = {name: list(read_jsonl(run_dir / "data" / f"{name}.jsonl")) for name in sizes}
+    results = {}
+    for method in methods or cfg.train.methods:
+        init = student
+        for i, stage in enumerate(stage_plan(method, sizes, cfg)):
+            out = run_dir / "checkpoints" / method / f"stage-{stage['name']}"
+            if (out / "DONE").exists():
+                log(f"{method} stage {stage['name']}: done, skipping")
+                init = str(out)
+                continue
+            rows = [ex for name in stage["data"] for ex in data[name]]
+            if not rows:
+                raise ValueError(f"{method} stage {stage['name']}: no training data in {stage['data']}")
+            random.Random(cfg.train.seed + i).shuffle(rows)
+            tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
+            train_stage(init, tokenized, out, cfg, stage, cfg.train.seed + i, log)
+            init = str(out)
+        results[method] = init
+    atomic_write_text(run_dir / "checkpoints" / "final.json", json.dumps(results, indent=2) + "\n")
+    return results

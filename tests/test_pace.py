@@ -1,0 +1,156 @@
+"""PACE: the loss mask, the reasoning text, stage chaining and cumulative data on a tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from heal.config import load_config
+from heal.pace import METHODS, stage_plan, tokenize_for_student
+
+
+@pytest.fixture(scope="module")
+def smol_tok(smollm2):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2.hf)
+
+
+def test_loss_mask_covers_exactly_the_completion_and_its_end_of_turn(smol_tok):
+    """SmolLM2's pad token is its EOS: a collator that masks padding by id would mask the EOS too."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    assert smol_tok.pad_token_id == smol_tok.eos_token_id  # the trap this test is about
+    ex = [{"prompt": "What is 2 + 3?", "prompt_ids": None, "completion_ids": None,
+           "completion": "2 + 3 = 5.\n\n\\boxed{5}"},
+          {"prompt": "And 40 + 2?", "prompt_ids": None, "completion_ids": None, "completion": "42"}]
+    rows = tokenize_for_student(ex, smol_tok, exact_ids=False)
+    batch = DataCollatorForLanguageModeling(pad_token_id=smol_tok.pad_token_id)(rows)
+    for i, row in enumerate(rows):
+        labels = batch["labels"][i]
+        n_prompt = sum(1 for x in row["labels"] if x == -100)
+        prompt_len = len(smol_tok.apply_chat_template([{"role": "user", "content": ex[i]["prompt"]}],
+                                                      add_generation_prompt=True, tokenize=True)["input_ids"])
+        assert n_prompt == prompt_len
+        assert (labels[:prompt_len] == -100).all()
+        completion = labels[prompt_len : len(row["input_ids"])]
+        assert (completion != -100).all()
+        assert completion[-1].item() == smol_tok.convert_tokens_to_ids("<|im_end|>")  # the student learns to stop
+        assert (labels[len(row["input_ids"]):] == -100).all()  # padding carries no loss
+        assert smol_tok.decode(completion[:-1]) == ex[i]["completion"]
+
+
+def test_teacher_ids_are_used_exactly_when_tokenizers_match(smol_tok):
+    ex = [{"prompt": "q", "prompt_ids": [1, 2, 3], "completion_ids": [7, 8, smol_tok.convert_tokens_to_ids("<|im_end|>")],
+           "completion": "ignored"}]
+    [row] = tokenize_for_student(ex, smol_tok, exact_ids=True)
+    assert row["input_ids"] == [1, 2, 3, 7, 8, 2] and row["labels"] == [-100, -100, -100, 7, 8, 2]
+
+
+def test_reasoning_text_is_not_stripped_by_the_chat_template(smol_tok):
+    """Some templates (Qwen3, R1 distills) drop <think> content from assistant turns; the completion
+    never goes through the template, so every reasoning token is trained on."""
+    tok = smol_tok
+    stripping = ("{% for m in messages %}<|im_start|>{{ m.role }}\n"
+                 "{% if m.role == 'assistant' %}{{ m.content.split('</think>')[-1] }}{% else %}{{ m.content }}{% endif %}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    old = tok.chat_template
+    tok.chat_template = stripping
+    try:
+        completion = "<think>361 - 220 = 141, then 141 - 607 = -466</think>\n\\boxed{-466}"
+        templated = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": completion}],
+                                            tokenize=False)
+        assert "141 - 607" not in templated  # the trap exists
+        [row] = tokenize_for_student([{"prompt": "q", "prompt_ids": None, "completion_ids": None, "completion": completion}],
+                                     tok, exact_ids=False)
+        trained = tok.decode([t for t in row["labels"] if t != -100])
+        assert "361 - 220 = 141, then 141 - 607 = -466" in trained
+    finally:
+        tok.chat_template = old
+
+
+def test_stage_plans_are_cumulative_and_budget_matched(tmp_path):
+    cfg = load_config(None, {"train.batch_size": 2, "train.stages": {k: {"epochs": 1, "learning_rate": 1e-4} for k in ("I", "II", "III")}})
+    sizes = {"D1": 10, "D2": 4, "D3": 6, "D2raw": 8, "D3raw": 12, "ALL": 40}
+    heal = stage_plan("heal", sizes, cfg)
+    assert [p["data"] for p in heal] == [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]]
+    rs = stage_plan("sft_rs", sizes, cfg)
+    assert rs[0]["max_steps"] == 5 + 7 + 10  # ceil(10/2) + ceil(14/2) + ceil(20/2)
+    assert set(METHODS) == {"heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"}
+
+
+def _tiny_run(tmp_path, tiny_model_dir):
+    """A run directory with hand-made Stage 0 / guided / repair / scored records for a tiny student."""
+    from transformers import AutoTokenizer
+
+    from heal.engines.base import chat_prompt_ids
+    from heal.store import atomic_write_jsonl
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    run = tmp_path / "run"
+    problems, samples, tiers, guided, repairs, scored = [], [], [], [], [], []
+    for i in range(4):
+        q = f"What is {i} + {i}?"
+        prompt_ids = chat_prompt_ids(tok, q)
+        problems.append({"id": f"p{i}", "question": q, "answer": str(2 * i), "source": "t", "meta": {},
+                         "prompt": q, "prompt_ids": prompt_ids})
+        for j in range(2):
+            text = f"{i} + {i} = {2 * i}.\n\n\\boxed{{{2 * i}}}"
+            ids = tok(text, add_special_tokens=False)["input_ids"] + [end]
+            samples.append({"key": f"p{i}/{j}", "problem_id": f"p{i}", "sample_index": j, "token_ids": ids,
+                            "text": text, "correct": j == 0 and i < 2, "truncated": False, "pred": str(2 * i)})
+        tiers.append({"problem_id": f"p{i}", "tier": "solved" if i < 2 else "corner", "n": 2, "correct": 1})
+        for kind, store in (("guided", guided), ("repair", repairs)):
+            key = f"p{i}/{kind}/0"
+            store.append({"key": key, "problem_id": f"p{i}", "kind": kind, "correct": True, "duplicate": False,
+                          "training_ids": ids, "training_text": text})
+            scored.append({"key": key, "prefilter": None, "rho_step": 0.5 if i % 2 == 0 else 9.0,
+                           "derivation_ok": True})
+    for name, rows in [("problems", problems), ("samples", samples), ("tiers", tiers), ("guided", guided),
+                       ("repairs", repairs), ("scored", scored)]:
+        atomic_write_jsonl(run / f"{name}.jsonl", rows)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "output_dir": str(run), "teacher": {"model": tiny_model_dir},
+        "pure": {"score": "rho_step", "threshold": 2.0},
+        "train": {"student": tiny_model_dir, "methods": ["heal", "sft_rs"], "batch_size": 2, "progress": False,
+                  "warmup_ratio": 0.0,
+                  "stages": {k: {"epochs": 1, "learning_rate": 1e-3} for k in ("I", "II", "III")},
+                  "single": {"epochs": 1, "learning_rate": 1e-3}},
+    }))
+    return load_config(cfg_path)
+
+
+def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    from heal.pace import run_train
+
+    cfg = _tiny_run(tmp_path, tiny_model_dir)
+    final = run_train(cfg, log=lambda *a: None)
+    run = Path(cfg.output_dir)
+    sizes = json.loads((run / "data" / "sizes.json").read_text())
+    assert sizes["D1"] == 2 and sizes["ALL"] == 8 and sizes["D2raw"] == sizes["D3raw"] == 4
+    assert sizes["D2"] == sizes["D3"] == 2  # PURE rejected rho_step 9.0 > 2.0
+    stages = [json.loads((run / "checkpoints" / "heal" / f"stage-{s}" / "heal_stage.json").read_text())
+              for s in ("I", "II", "III")]
+    assert [s["examples"] for s in stages] == [2, 4, 6]  # cumulative: D1, D1+D2, D1+D2+D3
+    assert stages[0]["init"] == tiny_model_dir
+    assert stages[1]["init"] == str(run / "checkpoints" / "heal" / "stage-I")
+    assert stages[2]["init"] == str(run / "checkpoints" / "heal" / "stage-II")
+    # Stage II really started from stage I's weights: they differ from the base model's.
+    base = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    s1 = load_file(str(run / "checkpoints" / "heal" / "stage-I" / "model.safetensors"))
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(base[name], s1[name])
+    sft = json.loads((run / "checkpoints" / "sft_rs" / "stage-single" / "heal_stage.json").read_text())
+    assert sft["steps"] == sum(s["steps"] for s in stages)  # matched optimizer-step budget
+    assert final == {"heal": str(run / "checkpoints" / "heal" / "stage-III"),
+                     "sft_rs": str(run / "checkpoints" / "sft_rs" / "stage-single")}
+    # Resumable: a second call trains nothing.
+    mtime = (run / "checkpoints" / "heal" / "stage-III" / "DONE").stat().st_mtime
+    run_train(cfg, log=lambda *a: None)
+    assert (run / "checkpoints" / "heal" / "stage-III" / "DONE").stat().st_mtime == mtime
