@@ -125,6 +125,49 @@ def filter_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = S
     typer.echo(json.dumps(_stage(run_filter, cfg, "filter"), indent=2))
 
 
+@app.command("train")
+def train_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
+              method: Optional[List[str]] = typer.Option(None, help="Train only these methods (default: train.methods).")):
+    """PACE: build D1-D3 and train the student (three cumulative SFT stages) and the baselines. Resumable."""
+    from heal.pace import run_train
+
+    cfg = _load(config, sets)
+    try:
+        typer.echo(json.dumps(run_train(cfg, method, log=typer.echo), indent=2))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(f"train: {e}")
+
+
+@app.command("eval")
+def eval_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+    """pass@1 (n samples, standard error), greedy accuracy and per-tier accuracy of the teacher and
+    every trained student on decontaminated held-out problems. Resumable."""
+    from heal.evaluate import run_eval
+
+    cfg = _load(config, sets)
+    typer.echo(json.dumps(_stage(run_eval, cfg, "eval"), indent=2))
+
+
+@app.command("report")
+def report_cmd(run_dirs: List[Path] = typer.Argument(..., help="Run directories.")):
+    """Markdown table of every method, PNG plots and summary.json, written into each run directory."""
+    from heal.report import write_report
+
+    for path in write_report(run_dirs):
+        typer.echo(str(path))
+
+
+@app.command("run")
+def run_cmd(config: Optional[Path] = typer.Argument(None, help="Run config (default: the embedded demo)."),
+            sets: Optional[List[str]] = SetOpt):
+    """The whole pipeline: sample -> hint -> repair -> filter -> train -> eval -> report. Resumable."""
+    from heal.pipeline import run_pipeline
+
+    cfg = _load(config, sets)
+    report = _stage(run_pipeline, cfg, "run")
+    typer.echo(f"report: {report}")
+
+
 @app.command("inspect")
 def inspect_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
                 problem_id: str = typer.Argument(..., help="A problem id of that run."),

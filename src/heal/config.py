@@ -157,6 +157,17 @@ class TrainConfig(_Strict):
         return self
 
 
+class EvalConfig(_Strict):
+    """Held-out evaluation (method doc: Evaluation)."""
+
+    data: DataConfig = Field(default_factory=lambda: DataConfig(seed=1))  # held-out problems (another seed)
+    n_samples: int = Field(4, gt=0)  # pass@1 over n samples per problem (method doc: 4-8 for larger sets)
+    greedy: bool = True
+    ngram: int = Field(8, gt=0)  # decontamination: shared word n-grams (numbers are words)
+    df_max: float = Field(0.05, gt=0, le=1)  # n-grams in more than this share of training questions are template
+    batch_size: int = Field(8, gt=0)  # student (transformers) generation batch
+
+
 class VerifyConfig(_Strict):
     method: Literal["math_verify", "reasoning_gym"] = "math_verify"
     timeout_s: float = Field(5.0, gt=0)
@@ -174,6 +185,7 @@ class RunConfig(_Strict):
     guided: GuidedConfig = Field(default_factory=GuidedConfig)
     pure: PureConfig = Field(default_factory=PureConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _check(self):

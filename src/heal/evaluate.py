@@ -1,0 +1,195 @@
+"""Evaluation (`heal eval`): pass@1 over n samples per held-out problem with its standard error,
+greedy accuracy, per teacher tier, and how often correct answers come with a verified derivation.
+
+Held-out problems are checked against the training problems with an n-gram decontamination pass
+before anything is generated. The teacher is evaluated the same way (the ceiling reference), and
+its pass rate on each test problem gives that problem's tier.
+
+Artifacts: RUN/eval/problems.jsonl (the held-out set), RUN/eval/contamination.json,
+RUN/eval/evals.jsonl (one record per sample, key "<model name>/<problem>/<j|greedy>"),
+RUN/eval/summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from heal.config import RunConfig
+from heal.engines.base import SamplingParams, chat_prompt_ids
+from heal.problems import from_config
+from heal.sample import stable_seed, tier_of
+from heal.stepcheck import check_steps
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+from heal.verify import Verifier
+
+
+def pass_at_1(correct_by_problem: dict[str, list[bool | None]]) -> dict:
+    """Mean over problems of the per-problem mean accuracy over its n samples. The standard error
+    is over problems (std of the per-problem means / sqrt(P)): samples of one problem are not
+    independent draws of the benchmark. A verifier error counts as wrong."""
+    per = [float(np.mean([c is True for c in cs])) for cs in correct_by_problem.values() if cs]
+    if not per:
+        return {"pass@1": None, "se": None, "problems": 0, "n": 0}
+    se = float(np.std(per, ddof=1) / math.sqrt(len(per))) if len(per) > 1 else None
+    n = Counter(len(cs) for cs in correct_by_problem.values())
+    return {"pass@1": float(np.mean(per)), "se": se, "problems": len(per), "n": n.most_common(1)[0][0]}
+
+
+_WORD = re.compile(r"-?\d+(?:\.\d+)?|[a-z]+")
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    toks = _WORD.findall(text.lower().replace(",", ""))
+    return {tuple(toks[i : i + n]) for i in range(max(0, len(toks) - n + 1))} if len(toks) >= n else {tuple(toks)}
+
+
+def contamination(test: list[dict], train: list[dict], n: int = 8, df_max: float = 0.05) -> list[dict]:
+    """Test problems that share a word n-gram (numbers are words) with a training question.
+    N-grams found in more than df_max of the training questions are boilerplate of a task's
+    template ("State the final answer to the following arithmetic problem") and are ignored;
+    an exact question match is always contamination."""
+    df: Counter = Counter()
+    train_grams = []
+    for p in train:
+        g = _ngrams(p["question"], n)
+        train_grams.append(g)
+        df.update(g)
+    limit = max(1, int(df_max * len(train)))
+    index: dict[tuple, str] = {}
+    for p, grams in zip(train, train_grams):
+        for g in grams:
+            if df[g] <= limit:
+                index.setdefault(g, p["id"])
+    questions = {" ".join(_WORD.findall(p["question"].lower())): p["id"] for p in train}
+    hits = []
+    for p in test:
+        key = " ".join(_WORD.findall(p["question"].lower()))
+        if key in questions:
+            hits.append({"test_id": p["id"], "train_id": questions[key], "ngram": "exact match"})
+            continue
+        for g in _ngrams(p["question"], n):
+            if g in index:
+                hits.append({"test_id": p["id"], "train_id": index[g], "ngram": " ".join(g)})
+                break
+    return hits
+
+
+def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
+    """The eval set, decontaminated against the run's training problems (contaminated ones dropped)."""
+    run_dir = Path(cfg.output_dir)
+    out_dir = run_dir / "eval"
+    path = out_dir / "problems.jsonl"
+    if path.exists():
+        return list(read_jsonl(path))
+    test = [p.to_dict() for p in from_config(cfg.eval.data)]
+    train = list(read_jsonl(run_dir / "problems.jsonl")) if (run_dir / "problems.jsonl").exists() else []
+    hits = contamination(test, train, cfg.eval.ngram, cfg.eval.df_max)
+    bad = {h["test_id"] for h in hits}
+    kept = [p for p in test if p["id"] not in bad]
+    atomic_write_text(out_dir / "contamination.json", json.dumps(
+        {"test": len(test), "train": len(train), "ngram": cfg.eval.ngram, "df_max": cfg.eval.df_max,
+         "dropped": len(bad), "hits": hits}, indent=2) + "\n")
+    log(f"eval: {len(test)} held-out problems, {len(bad)} dropped as contaminated, {len(kept)} kept")
+    if not kept:
+        raise ValueError("every held-out problem overlaps the training problems; choose another eval.data")
+    atomic_write_jsonl(path, kept)
+    return kept
+
+
+def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True) -> None:
+    """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked."""
+    ec = cfg.eval
+    store = JsonlStore(Path(cfg.output_dir) / "eval" / "evals.jsonl")
+    s = cfg.sampling
+    sampled = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                             max_new_tokens=s.max_new_tokens, seed=s.seed)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
+    jobs = [(p, j) for p in problems for j in list(range(ec.n_samples)) + (["greedy"] if ec.greedy else [])
+            if f"{name}/{p['id']}/{j}" not in store]
+    bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
+    chunk = max(1, getattr(engine, "batch_size", 1))
+    with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
+        for mode, params in (("sampled", sampled), ("greedy", greedy)):
+            todo = [(p, j) for p, j in jobs if (j == "greedy") == (mode == "greedy")]
+            for start in range(0, len(todo), chunk):
+                items = todo[start : start + chunk]
+                prompts = [chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
+                                           cfg.prompt.system) for p, _ in items]
+                seeds = [stable_seed(s.seed, "eval", p["id"]) + (0 if j == "greedy" else j) for p, j in items]
+                comps = engine.generate(prompts, params, n=1, record_entropy=False, seeds=seeds)
+                recs = []
+                for (p, j), [c] in zip(items, comps):
+                    v = verifier.check(c.text, p["answer"], p.get("meta"))
+                    chk = check_steps([c.text], p["answer"], p["question"])
+                    recs.append({"key": f"{name}/{p['id']}/{j}", "model": name, "problem_id": p["id"],
+                                 "sample": j, "text": c.text, "n_tokens": len(c.token_ids),
+                                 "truncated": c.truncated, "pred": v.pred, "correct": v.correct,
+                                 "verify_error": v.error, "derivation_ok": bool(v.correct) and chk.ok,
+                                 "step_check": chk.reason})
+                store.append(recs)
+                bar.update(len(recs))
+    bar.close()
+
+
+def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher") -> dict:
+    run_dir = Path(cfg.output_dir)
+    recs = list(read_jsonl(run_dir / "eval" / "evals.jsonl"))
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_model[r["model"]].append(r)
+    # Tier of each test problem: the teacher's pass rate over its n samples.
+    tiers: dict[str, str] = {}
+    teacher = defaultdict(list)
+    for r in by_model.get(teacher_name, []):
+        if r["sample"] != "greedy":
+            teacher[r["problem_id"]].append(r["correct"] is True)
+    for pid, cs in teacher.items():
+        tiers[pid] = tier_of(sum(cs), len(cs), cfg.sample.solved_min_pass, cfg.sample.corner_max_correct)
+    out = {"tiers": dict(Counter(tiers.values())), "models": {}}
+    for name, rs in by_model.items():
+        sampled = defaultdict(list)
+        for r in rs:
+            if r["sample"] != "greedy":
+                sampled[r["problem_id"]].append(r["correct"])
+        greedy = [r for r in rs if r["sample"] == "greedy"]
+        correct = [r for r in rs if r["correct"] is True]
+        m = pass_at_1(sampled)
+        m["greedy"] = float(np.mean([r["correct"] is True for r in greedy])) if greedy else None
+        m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})
+                         for t in ("solved", "hard", "corner") if any(tiers.get(p) == t for p in sampled)}
+        m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
+        m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None
+        out["models"][name] = m
+    atomic_write_text(run_dir / "eval" / "summary.json", json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: bool = True, log=print) -> dict:
+    """Evaluate the teacher (ceiling, tiers) and every trained model (default: RUN/checkpoints/final.json)
+    plus the untrained student as `base`."""
+    from heal.config import ModelConfig
+    from heal.engines import make_engine
+
+    run_dir = Path(cfg.output_dir)
+    problems = held_out_problems(cfg, log)
+    if models is None:
+        final = run_dir / "checkpoints" / "final.json"
+        models = json.loads(final.read_text()) if final.exists() else {}
+        models = {"base": cfg.train.student, **models}
+    todo = [("teacher", cfg.teacher)] + [
+        (name, ModelConfig(model=path, engine="hf", device=cfg.train.device, batch_size=cfg.eval.batch_size))
+        for name, path in models.items()]
+    for name, mc in todo:
+        engine = make_engine(mc)
+        try:
+            evaluate_model(cfg, name, engine, problems, progress)
+        finally:
+            engine.close()
+    return summarize_eval(cfg)

@@ -1,0 +1,52 @@
+"""`heal run CONFIG`: the whole method in one command, every stage resumable.
+
+sample -> hint -> repair -> filter -> train (PACE and the configured baselines) -> eval -> report.
+Each stage reads the previous stages' artifacts from the run directory and skips what is done, so
+an interrupted run continues where it stopped when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from heal.config import RunConfig
+
+
+def run_pipeline(cfg: RunConfig, progress: bool = True, log=print) -> Path:
+    from heal.engines import make_engine
+    from heal.evaluate import run_eval
+    from heal.gear import run_repair
+    from heal.guided import run_guided
+    from heal.pace import run_train
+    from heal.pure import run_filter
+    from heal.report import write_report
+    from heal.sample import format_table, run_sample
+
+    run_dir = Path(cfg.output_dir)
+    t0 = time.time()
+
+    def step(name: str):
+        log(f"\n== {name}  ({time.time() - t0:.0f}s into the run)")
+
+    engine = make_engine(cfg.teacher)  # one teacher load for the three sampling stages
+    try:
+        step("1/7 sample (Stage 0 rejection sampling)")
+        run_sample(cfg, engine=engine, progress=progress, log=log)
+        log(format_table(run_dir))
+        step("2/7 hint (answer-guided samples)")
+        log(str(run_guided(cfg, engine=engine, progress=progress, log=log)))
+        step("3/7 repair (GEAR)")
+        log(str(run_repair(cfg, engine=engine, progress=progress, log=log)))
+    finally:
+        engine.close()
+    step("4/7 filter (PURE)")
+    log(str(run_filter(cfg, progress=progress, log=log)))
+    step("5/7 train (PACE and baselines)")
+    run_train(cfg, log=log)
+    step("6/7 eval")
+    run_eval(cfg, progress=progress, log=log)
+    step("7/7 report")
+    [report] = write_report([run_dir])
+    log(f"\ndone in {time.time() - t0:.0f}s; report: {report}")
+    return report

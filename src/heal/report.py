@@ -1,0 +1,144 @@
+"""`heal report RUN...`: every method side by side (markdown), plots, and summary.json.
+
+Reads what the stages wrote (sample_summary.json, data/sizes.json, repairs.jsonl, scored.jsonl,
+eval/summary.json); a stage that has not run is simply missing from the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from heal.store import atomic_write_text, read_jsonl
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(x, digits=3):
+    return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+
+def build_summary(run_dir: Path) -> dict:
+    ev = _load(run_dir / "eval" / "summary.json") or {"models": {}, "tiers": {}}
+    out = {"run": str(run_dir), "stage0": _load(run_dir / "sample_summary.json"),
+           "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}), "methods": {}}
+    for name, m in ev.get("models", {}).items():
+        out["methods"][name] = {
+            "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
+            "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
+            "verified_share_of_correct": m.get("verified_share_of_correct"),
+        }
+    if (run_dir / "repairs.jsonl").exists():
+        from heal.gear import summarize_repairs
+
+        out["repairs"] = summarize_repairs(run_dir)
+    return out
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# heal report: {summary['run']}", ""]
+    s0 = summary.get("stage0")
+    if s0:
+        t = s0["tiers"]
+        lines += [f"Teacher Stage 0: {s0['problems']} problems x K={s0['k']}, pass rate {_fmt(s0['pass_rate'])}, "
+                  f"truncated {_fmt(s0['truncation_rate'])}; tiers solved {t['solved']}, hard {t['hard']}, "
+                  f"corner {t['corner']} (teacher ceiling: {t['corner'] / max(1, s0['problems']):.1%} corner).", ""]
+    if summary.get("data"):
+        d = summary["data"]
+        lines += ["| data | D1 | D2 (PURE) | D3 (PURE) | D2 raw | D3 raw | keep-all |", "|---|---|---|---|---|---|---|",
+                  f"| examples | {d.get('D1')} | {d.get('D2')} | {d.get('D3')} | {d.get('D2raw')} | {d.get('D3raw')} | {d.get('ALL')} |", ""]
+    if summary.get("repairs"):
+        r = summary["repairs"]
+        lines += [f"GEAR: {r['trajectories']} failed trajectories of {r['problems']} problems, {r['continuations']} "
+                  f"continuations: {r['answer_correct']} answer-correct, {r['derivation_verified']} derivation-verified; "
+                  f"problems repaired {r['problems_answer_repaired']} (answer) / {r['problems_verified_repaired']} (verified).", ""]
+    if summary["methods"]:
+        tiers = [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
+        head = "| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers) + " | verified / correct |"
+        lines += [head, "|" + "---|" * (6 + len(tiers))]
+        for name, m in summary["methods"].items():
+            lines.append(f"| {name} | {_fmt(m['pass@1'])} | {_fmt(m['se'])} | {m['n']} | {_fmt(m['greedy'])} | "
+                         + " | ".join(_fmt(m["per_tier"].get(t)) for t in tiers)
+                         + f" | {_fmt(m['verified_share_of_correct'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(run_dir: Path, summary: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    if summary["methods"]:
+        tiers = ["all"] + [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
+        names = list(summary["methods"])
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+        w = 0.8 / len(tiers)
+        for i, t in enumerate(tiers):
+            vals = [summary["methods"][n]["pass@1"] if t == "all" else summary["methods"][n]["per_tier"].get(t) for n in names]
+            errs = [summary["methods"][n]["se"] or 0 if t == "all" else 0 for n in names]
+            ax.bar([k + i * w for k in range(len(names))], [v or 0 for v in vals], w, yerr=errs, label=t)
+        ax.set_xticks([k + w * (len(tiers) - 1) / 2 for k in range(len(names))], names, rotation=20, fontsize=8)
+        ax.set_ylabel("pass@1")
+        ax.legend(fontsize=7)
+        ax.set_title("held-out accuracy per method and teacher tier", fontsize=9)
+        fig.tight_layout()
+        made.append(out_dir / "accuracy.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    if summary.get("data"):
+        d = summary["data"]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.bar(["I: D1", "II: +D2", "III: +D3"], [d["D1"], d["D1"] + d["D2"], d["D1"] + d["D2"] + d["D3"]], color="tab:blue", label="kept (PURE)")
+        ax.bar(["I: D1", "II: +D2", "III: +D3"], [0, d["D2raw"] - d["D2"], d["D3raw"] - d["D3"]],
+               bottom=[d["D1"], d["D1"] + d["D2"], d["D1"] + d["D2"] + d["D3"]], color="tab:gray", alpha=0.5, label="rejected by PURE")
+        ax.set_ylabel("training examples")
+        ax.legend(fontsize=7)
+        ax.set_title("data per PACE stage", fontsize=9)
+        fig.tight_layout()
+        made.append(out_dir / "data.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    if (run_dir / "scored.jsonl").exists():
+        scored = [r for r in read_jsonl(run_dir / "scored.jsonl") if not r.get("prefilter")]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for ax, key in zip(axes, ("rho_ans", "rho_step")):
+            for label, sel in (("verified", True), ("not verified", False)):
+                vals = [r[key] for r in scored if r.get(key) is not None and bool(r["derivation_ok"]) == sel]
+                if vals:
+                    ax.hist(vals, bins=20, alpha=0.6, label=f"{label} ({len(vals)})")
+            ax.set_title(key, fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        made.append(out_dir / "rho.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    if summary.get("repairs"):
+        r = summary["repairs"]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.bar(["continuations", "answer-correct", "verified"], [r["continuations"], r["answer_correct"], r["derivation_verified"]])
+        ax.set_title("GEAR repair yield", fontsize=9)
+        fig.tight_layout()
+        made.append(out_dir / "repairs.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    return made
+
+
+def write_report(run_dirs: list[str | Path]) -> list[Path]:
+    written = []
+    for rd in run_dirs:
+        rd = Path(rd)
+        summary = build_summary(rd)
+        atomic_write_text(rd / "summary.json", json.dumps(summary, indent=2) + "\n")
+        pngs = plots(rd, summary)
+        md = markdown(summary) + "\n" + "\n".join(f"![{p.stem}](report/{p.name})" for p in pngs) + "\n"
+        atomic_write_text(rd / "report.md", md)
+        written.append(rd / "report.md")
+    return written
