@@ -16,10 +16,10 @@ $(BIN)/heal: pyproject.toml
 
 setup: $(BIN)/heal
 
-# The main job on the embedded default config (Stage 0 rejection sampling of the default teacher).
+# The main job: the whole pipeline (`heal run`) on the embedded default config.
 demo: setup
-	$(BIN)/heal models prepare qwen2.5-coder-1.5b
-	$(BIN)/heal sample
+	$(BIN)/heal models prepare qwen2.5-coder-1.5b smollm2-135m
+	$(BIN)/heal run
 
 # The whole test suite, slow end-to-end tests included (what CI runs).
 test: setup
