@@ -32,6 +32,7 @@ from heal.config import load_config
 from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces, window_candidates
 from heal.gear import run_repair, select_failed, step_texts, strip_stop, summarize_repairs
 from heal.guided import run_guided
+from heal.pace import _end_of_turn
 from heal.problems import load_problems
 from heal.pure import reference_nll, run_filter, score_candidate
 from heal.sample import load_stage0, run_sample
@@ -123,10 +124,11 @@ def setting_dir(window: str, backup: int) -> Path:
 
 
 def _link_stage0(dst: Path):
+    """Each setting's run directory sees the one Stage 0 through relative symlinks (read only)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json", "config.yaml"):
+    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json"):
         if not (dst / name).exists():
-            shutil.copy(base_dir() / name, dst / name)
+            os.symlink(os.path.relpath(base_dir() / name, dst), dst / name)
 
 
 def stage_repair(settings=None):
@@ -152,7 +154,7 @@ def stage_baselines():
     corner = [pid for pid, t in tiers.items() if t["tier"] == "corner"]
     # Plain RS: K extra samples of each corner problem, in their own run (seeds continue after K).
     d = run / "baseline-plain"
-    _link_stage0(d)
+    d.mkdir(parents=True, exist_ok=True)
     src = [json.loads(l) for l in open(run / "problems.jsonl")]
     extra = d / "corner_problems.jsonl"
     if not extra.exists():
@@ -174,7 +176,8 @@ def constructed_shortcuts(run: Path, scorer, limit: int = 60) -> list[dict]:
     problems, by_problem, _ = load_stage0(run)
     out_store = JsonlStore(run / "shortcuts.jsonl")
     stop = set(scorer.eos)
-    refs = {r["key"]: r["S_ref"] for r in JsonlStore(setting_dir(*DEFAULT_SETTING) / "reference.jsonl")}
+    # reference.jsonl is keyed "<scorer>|<problem id>" (one scorer per run directory).
+    refs = {r["key"].split("|", 1)[1]: r["S_ref"] for r in JsonlStore(setting_dir(*DEFAULT_SETTING) / "reference.jsonl")}
     made = 0
     for prob, s in failed_corner_trajectories(run):
         if made >= limit:
@@ -189,7 +192,7 @@ def constructed_shortcuts(run: Path, scorer, limit: int = 60) -> list[dict]:
         refl = scorer.tokenizer(c.gear.reflection, add_special_tokens=False)["input_ids"]
         tail = scorer.tokenizer(f"So the final answer is \\boxed{{{prob['answer']}}}.", add_special_tokens=False)["input_ids"]
         prefix = ids[: bp.cut_token]
-        train = prefix + refl + tail + [scorer.eos[0]]
+        train = prefix + refl + tail + [_end_of_turn(scorer.tokenizer)]
         pid = prob["id"]
         if pid not in refs:
             refs[pid] = reference_nll(scorer, prob["prompt_ids"], [x["token_ids"] for x in by_problem[pid]], stop)
