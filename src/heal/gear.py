@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.engines import engine_for
 from heal.entropy import find_breakpoint, step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
 from heal.sample import load_stage0, sampling_params, stable_seed
@@ -79,22 +80,17 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                 jobs.append((pid, s))
     n_sources = sum(len(select_failed(by_problem.get(p, []), g.max_trajectories, g.skip_truncated)) for p in targets)
     log(f"repair: {len(targets)} problems in tiers {g.tiers}, {n_sources} failed trajectories, {len(jobs)} to repair")
-    own = engine is None
-    if own:
-        from heal.engines import make_engine
-
-        engine = make_engine(cfg.teacher)
-    params = sampling_params(cfg)
-    stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
-    # Restarts of one problem share one hinted prompt: identical continuations across its sources are
-    # duplicates too (kept in the store, flagged, never counted or trained on).
-    seen_by_problem: dict[str, set[tuple]] = defaultdict(set)
-    for r in store:
-        if r["restart"]:
-            seen_by_problem[r["problem_id"]].add(tuple(r["continuation_ids"]))
-    bar = tqdm(total=n_sources, initial=n_sources - len(jobs), unit="traj", desc="repair", disable=not progress)
-    t0, n_tok = time.time(), 0
-    try:
+    with engine_for(cfg.teacher, engine) as engine:
+        params = sampling_params(cfg)
+        stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+        # Restarts of one problem share one hinted prompt: identical continuations across its sources are
+        # duplicates too (kept in the store, flagged, never counted or trained on).
+        seen_by_problem: dict[str, set[tuple]] = defaultdict(set)
+        for r in store:
+            if r["restart"]:
+                seen_by_problem[r["problem_id"]].add(tuple(r["continuation_ids"]))
+        bar = tqdm(total=n_sources, initial=n_sources - len(jobs), unit="traj", desc="repair", disable=not progress)
+        t0, n_tok = time.time(), 0
         with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
             for pid, s in jobs:
                 prob = problems[pid]
@@ -148,9 +144,6 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                 bar.update(1)
                 bar.set_postfix_str(f"{n_tok / max(time.time() - t0, 1e-9):.1f} tok/s")
         bar.close()
-    finally:
-        if own:
-            engine.close()
     return summarize_repairs(run_dir)
 
 

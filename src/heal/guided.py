@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.engines import engine_for
 from heal.engines.base import chat_prompt_ids
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import step_texts, strip_stop
@@ -33,17 +34,12 @@ def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
     store = JsonlStore(run_dir / "guided.jsonl")
     todo = [(pid, j) for pid in targets for j in range(gc.samples) if f"{pid}/guided/{j}" not in store]
     log(f"hint: {len(targets)} problems in tiers {gc.tiers}, {len(todo)} answer-guided samples to draw")
-    own = engine is None
-    if own:
-        from heal.engines import make_engine
-
-        engine = make_engine(cfg.teacher)
-    params = sampling_params(cfg)
-    stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
-    bar = tqdm(total=len(targets) * gc.samples, initial=len(targets) * gc.samples - len(todo), unit="sample",
-               desc="hint", disable=not progress)
-    t0, n_tok = time.time(), 0
-    try:
+    with engine_for(cfg.teacher, engine) as engine:
+        params = sampling_params(cfg)
+        stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+        bar = tqdm(total=len(targets) * gc.samples, initial=len(targets) * gc.samples - len(todo), unit="sample",
+                   desc="hint", disable=not progress)
+        t0, n_tok = time.time(), 0
         with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
             chunk = max(1, getattr(engine, "batch_size", 1))
             for start in range(0, len(todo), chunk):
@@ -77,9 +73,6 @@ def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                 bar.update(len(records))
                 bar.set_postfix_str(f"{n_tok / max(time.time() - t0, 1e-9):.1f} tok/s")
         bar.close()
-    finally:
-        if own:
-            engine.close()
     recs = list(store)
     return {"samples": len(recs), "answer_correct": sum(bool(r["correct"]) for r in recs),
             "derivation_verified": sum(r["derivation_ok"] for r in recs),

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.engines import engine_for
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.problems import Problem, from_config
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
@@ -151,12 +152,7 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(cfg, run_dir)
     echo_config(cfg, run_dir)
-    own_engine = engine is None
-    if own_engine:
-        from heal.engines import make_engine
-
-        engine = make_engine(cfg.teacher)
-    try:
+    with engine_for(cfg.teacher, engine) as engine:
         rows = _prepare_problems(cfg, run_dir, engine.tokenizer, problems, log)
         store = JsonlStore(run_dir / "samples.jsonl")
         k = cfg.sample.k
@@ -193,9 +189,6 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
                 dt = max(time.time() - t0, 1e-9)
                 bar.set_postfix_str(f"{n_new / dt:.2f} samples/s, {n_tok / dt:.1f} tok/s")
         bar.close()
-    finally:
-        if own_engine:
-            engine.close()
     return summarize(cfg, run_dir, rows)
 
 

@@ -2,7 +2,9 @@
 
 from heal.engines.base import Completion, Engine, SamplingParams, Scored, chat_prompt_ids
 
-__all__ = ["Completion", "Engine", "SamplingParams", "Scored", "chat_prompt_ids", "make_engine"]
+__all__ = ["Completion", "Engine", "SamplingParams", "Scored", "chat_prompt_ids", "engine_for", "make_engine"]
+
+from contextlib import contextmanager
 
 
 def make_engine(model_cfg) -> Engine:
@@ -27,3 +29,17 @@ def make_engine(model_cfg) -> Engine:
         return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads,
                               parallel=model_cfg.parallel)
     raise ValueError(f"unknown engine {model_cfg.engine!r}")
+
+
+@contextmanager
+def engine_for(model_cfg, engine: Engine | None = None):
+    """Use the engine a caller passed in (it stays open), or build one from `model_cfg` and close it
+    when the stage ends, error or not."""
+    if engine is not None:
+        yield engine
+        return
+    engine = make_engine(model_cfg)
+    try:
+        yield engine
+    finally:
+        engine.close()
