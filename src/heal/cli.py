@@ -70,6 +70,7 @@ def show_config(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = 
 def sample_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
                progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 0: K teacher samples per problem, verified; pass rates and tiers. Resumable."""
+    from heal.engines.openai import EngineError
     from heal.problems import ProblemError
     from heal.sample import RunMismatch, format_table, run_sample
 
@@ -79,13 +80,14 @@ def sample_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = S
     except KeyboardInterrupt:
         _fail(f"\ninterrupted: every finished sample is saved in {cfg.output_dir}/samples.jsonl; "
               f"run the same command again to resume", 130)
-    except (ProblemError, RunMismatch, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+    except (ProblemError, RunMismatch, FileNotFoundError, ValueError, EngineError) as e:
+        _fail(f"{e}\n(every finished sample is saved in {cfg.output_dir}/samples.jsonl; the same command resumes)")
     typer.echo(format_table(cfg.output_dir))
     typer.echo(f"\nrun directory: {cfg.output_dir}")
 
 
 def _stage(fn, cfg, what: str):
+    from heal.engines.openai import EngineError
     from heal.problems import ProblemError
     from heal.sample import RunMismatch
 
@@ -93,8 +95,8 @@ def _stage(fn, cfg, what: str):
         return fn(cfg, progress=True, log=typer.echo)
     except KeyboardInterrupt:
         _fail(f"\ninterrupted: everything finished is saved in {cfg.output_dir}; run the same command to resume", 130)
-    except (ProblemError, RunMismatch, FileNotFoundError, ValueError) as e:
-        _fail(f"{what}: {e}")
+    except (ProblemError, RunMismatch, FileNotFoundError, ValueError, EngineError) as e:
+        _fail(f"{what}: {e}\n(everything finished so far is saved in {cfg.output_dir}; the same command resumes)")
 
 
 @app.command("repair")

@@ -20,13 +20,22 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     model: str = "qwen2.5-coder-1.5b"  # alias (see `heal models list`), transformers folder, .gguf, or hub id
-    engine: Literal["hf", "llamacpp"] = "llamacpp"
+    engine: Literal["hf", "llamacpp", "openai"] = "llamacpp"
     device: str = "cpu"  # hf engine: "cpu", "cuda", "cuda:1", "mps"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32 is ~5x faster than bf16 on CPUs
     n_ctx: int = Field(4096, gt=0)  # llamacpp context window
     threads: int | None = None  # llamacpp threads (None: all cores)
     batch_size: int = Field(8, gt=0)  # hf engine: sequences per generate() call
     parallel: int = Field(1, gt=0)  # llamacpp: sequences decoded together (one batched step for all)
+    # openai engine: `model` names the local tokenizer (alias, folder or hub id); the server is below.
+    base_url: str | None = None  # e.g. http://localhost:8000 (the /v1 endpoints are appended)
+    served_model: str | None = None  # the server's model name (None: the first of /v1/models)
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from the file
+    top_logprobs: int = Field(20, ge=1, le=20)  # k of the top-k entropy estimate
+    concurrency: int = Field(4, gt=0)  # requests in flight
+    prompt_format: Literal["text", "token_ids"] = "text"  # token_ids: vLLM; text: llama.cpp's server
+    timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(4, ge=0)
 
 
 class DataConfig(_Strict):

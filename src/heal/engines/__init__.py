@@ -28,6 +28,17 @@ def make_engine(model_cfg) -> Engine:
 
         return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads,
                               parallel=model_cfg.parallel)
+    if model_cfg.engine == "openai":
+        if not model_cfg.base_url:
+            raise ValueError("engine 'openai' needs base_url (the server, e.g. http://localhost:8000)")
+        from transformers import AutoTokenizer
+
+        from heal.engines.openai import OpenAIEngine
+
+        tok = AutoTokenizer.from_pretrained(paths.hf or model_cfg.model)
+        return OpenAIEngine(model_cfg.base_url, model_cfg.served_model, tok, model_cfg.api_key_env,
+                            model_cfg.top_logprobs, model_cfg.concurrency, model_cfg.timeout_s,
+                            model_cfg.max_retries, model_cfg.prompt_format)
     raise ValueError(f"unknown engine {model_cfg.engine!r}")
 
 

@@ -1,0 +1,153 @@
+"""OpenAI-compatible completions engine (`engine: openai`): vLLM / SGLang / llama.cpp servers and APIs.
+
+Speaks the raw `/v1/completions` endpoint (a chat endpoint would re-apply a template we already
+applied). Per generated token the server returns at most k <= 20 top log-probabilities, so the
+entropy is the top-k estimate with the tail mass as one bucket (`entropy_kind: "topk"`; a lower
+bound of the exact value, see entropy.topk_entropy).
+
+Prompts: servers that accept token ids (`prompt_format: token_ids`, vLLM) get the ids as they are.
+Servers that take only text (`prompt_format: text`, llama.cpp's server) get the ids decoded; the
+engine checks once, through the server's tokenize endpoint, that the server reads that text back
+as the same ids, and refuses to run if it does not. Completion token ids come from the server when
+it returns them (vLLM `return_tokens_as_token_ids`) and otherwise from tokenizing the returned
+text, checked against the number of log-probs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import requests
+
+from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+from heal.entropy import topk_entropy
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str | None, tokenizer, api_key_env: str = "OPENAI_API_KEY",
+                 top_logprobs: int = 20, concurrency: int = 4, timeout_s: float = 300.0, max_retries: int = 4,
+                 prompt_format: str = "text"):
+        self.base_url = base_url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.k = top_logprobs
+        self.batch_size = concurrency
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.prompt_format = prompt_format
+        self.session = requests.Session()
+        key = os.environ.get(api_key_env)
+        if key:
+            self.session.headers["Authorization"] = f"Bearer {key}"
+        self.model = model or self._first_model()
+        self.eos = eos_ids(tokenizer)
+        self._checked = False
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _post(self, path: str, body: dict) -> dict:
+        delay = 1.0
+        for attempt in range(self.max_retries + 1):
+            try:
+                r = self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout_s)
+            except requests.RequestException as e:
+                err = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code < 500 and r.status_code != 429:
+                    if r.status_code >= 400:
+                        raise EngineError(f"{self.base_url}{path} answered {r.status_code}: {r.text[:500]}")
+                    return r.json()
+                err = f"HTTP {r.status_code}: {r.text[:200]}"
+            if attempt == self.max_retries:
+                raise EngineError(f"{self.base_url}{path} failed after {self.max_retries + 1} tries: {err}")
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    def _first_model(self) -> str:
+        try:
+            r = self.session.get(f"{self.base_url}/v1/models", timeout=self.timeout_s)
+            r.raise_for_status()
+            return r.json()["data"][0]["id"]
+        except (requests.RequestException, KeyError, IndexError) as e:
+            raise EngineError(f"no model list at {self.base_url}/v1/models ({e}); is the server up?") from None
+
+    def _prompt(self, ids: Sequence[int]):
+        if self.prompt_format == "token_ids":
+            return [int(t) for t in ids]
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        if not self._checked:  # the server must read our text back as exactly our ids
+            got = self._post("/extras/tokenize", {"input": text}).get("tokens")
+            if got is not None and list(got) != list(ids):
+                raise EngineError(
+                    f"{self.base_url} tokenizes the decoded prompt differently from the local tokenizer "
+                    f"({len(got)} vs {len(ids)} tokens): continuations would not be token-exact; "
+                    f"use a server that accepts token-id prompts (prompt_format: token_ids)")
+            self._checked = True
+        return text
+
+    # -- protocol -----------------------------------------------------------------------------------
+    def _one(self, prompt, params: SamplingParams, seed: int, record_entropy: bool) -> Completion:
+        body = {"model": self.model, "prompt": prompt, "max_tokens": params.max_new_tokens,
+                "temperature": params.temperature, "top_p": params.top_p if not params.greedy else 1.0,
+                "seed": seed, "logprobs": self.k if record_entropy else None}
+        if params.top_k:
+            body["top_k"] = params.top_k
+        if params.stop_token_ids:
+            body["stop_token_ids"] = list(params.stop_token_ids)
+        choice = self._post("/v1/completions", body)["choices"][0]
+        text = choice["text"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        lps = ents = None
+        if record_entropy:
+            lp = choice.get("logprobs")
+            if not lp or lp.get("token_logprobs") is None:
+                raise EngineError(f"{self.base_url} returned no logprobs: the server must be started with "
+                                  f"log-probabilities enabled (llama.cpp: logits_all; vLLM: max_logprobs >= {self.k})")
+            lps = [float(x) for x in lp["token_logprobs"]]
+            ents = [topk_entropy(list(d.values())) for d in lp["top_logprobs"]]
+            if len(ids) != len(lps):  # the server's tokens are the truth; keep its count
+                ids = ids[: len(lps)] if len(ids) > len(lps) else ids
+        # The server does not report the end-of-turn token; ids end with the last text token (PACE
+        # appends the student's end-of-turn token to every completion).
+        return Completion(token_ids=ids, text=text, finish_reason=reason, logprobs=lps, entropy=ents,
+                          entropy_kind="topk" if record_entropy else None, seed=seed)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
+                 record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
+        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        texts = [self._prompt(p) for p in prompts]
+        jobs = [(i, seeds[i] + j) for i in range(len(prompts)) for j in range(n)]
+        with ThreadPoolExecutor(max_workers=self.batch_size) as pool:
+            done = list(pool.map(lambda job: self._one(texts[job[0]], params, job[1], record_entropy), jobs))
+        return [done[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def score(self, prompt: Sequence[int], completion: Sequence[int]) -> Scored:
+        """Echo the prompt + completion with log-probs; the completion's are the last ones."""
+        full = list(prompt) + list(completion)
+        body = {"model": self.model, "prompt": self._prompt(full), "max_tokens": 1, "echo": True,
+                "temperature": 1.0, "logprobs": self.k}
+        resp = self._post("/v1/completions", body)
+        lp = resp["choices"][0].get("logprobs")
+        if not lp or not lp.get("token_logprobs"):
+            raise EngineError(f"{self.base_url} returned no prompt logprobs for echo=True")
+        # The echo lists the prompt's tokens (servers may leave special tokens out) followed by the
+        # generated ones: the completion is the last len(completion) entries before those.
+        generated = int((resp.get("usage") or {}).get("completion_tokens", 1))
+        n = len(lp["token_logprobs"]) - generated
+        m = len(completion)
+        if n < m:
+            raise EngineError(f"echoed log-probs cover {n} prompt tokens, fewer than the {m} to score")
+        idx = range(n - m, n)
+        return Scored(logprobs=[float(lp["token_logprobs"][i]) for i in idx],
+                      entropy=[topk_entropy(list(lp["top_logprobs"][i].values())) for i in idx])
+
+    def close(self) -> None:
+        self.session.close()
