@@ -43,10 +43,16 @@ def test_loss_mask_covers_exactly_the_completion_and_its_end_of_turn(smol_tok):
 
 
 def test_teacher_ids_are_used_exactly_when_tokenizers_match(smol_tok):
-    ex = [{"prompt": "q", "prompt_ids": [1, 2, 3], "completion_ids": [7, 8, smol_tok.convert_tokens_to_ids("<|im_end|>")],
-           "completion": "ignored"}]
-    [row] = tokenize_for_student(ex, smol_tok, exact_ids=True)
-    assert row["input_ids"] == [1, 2, 3, 7, 8, 2] and row["labels"] == [-100, -100, -100, 7, 8, 2]
+    """The completion keeps the teacher's exact ids; the prompt is the student's own template (what it
+    sees at evaluation); a truncated completion gets no end-of-turn token."""
+    end = smol_tok.convert_tokens_to_ids("<|im_end|>")
+    prompt = smol_tok.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                          tokenize=True)["input_ids"]
+    ex = [{"prompt": "q", "prompt_ids": [9, 9], "completion_ids": [7, 8, end], "completion": "ignored"},
+          {"prompt": "q", "prompt_ids": [9, 9], "completion_ids": [7, 8], "completion": "ignored", "truncated": True}]
+    full, cut = tokenize_for_student(ex, smol_tok, exact_ids=True)
+    assert full["input_ids"] == prompt + [7, 8, end] and full["labels"] == [-100] * len(prompt) + [7, 8, end]
+    assert cut["input_ids"] == prompt + [7, 8]
 
 
 def test_reasoning_text_is_not_stripped_by_the_chat_template(smol_tok):

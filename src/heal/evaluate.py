@@ -89,7 +89,10 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     if path.exists():
         return list(read_jsonl(path))
     test = [p.to_dict() for p in from_config(cfg.eval.data)]
-    train = list(read_jsonl(run_dir / "problems.jsonl")) if (run_dir / "problems.jsonl").exists() else []
+    if not (run_dir / "problems.jsonl").exists():
+        raise FileNotFoundError(f"{run_dir / 'problems.jsonl'} is missing: held-out problems are checked against "
+                                f"the training problems, so run `heal sample` first")
+    train = list(read_jsonl(run_dir / "problems.jsonl"))
     hits = contamination(test, train, cfg.eval.ngram, cfg.eval.df_max)
     bad = {h["test_id"] for h in hits}
     kept = [p for p in test if p["id"] not in bad]
@@ -103,7 +106,16 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     return kept
 
 
-def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True) -> None:
+def model_tag(path: str) -> str:
+    """Which weights a name stands for: a retrained checkpoint gets new eval records."""
+    meta = Path(path) / "heal_stage.json"
+    if meta.exists():
+        return json.loads(meta.read_text()).get("fingerprint") or "ckpt"
+    return "base"
+
+
+def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True,
+                   tag: str = "base") -> None:
     """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked."""
     ec = cfg.eval
     store = JsonlStore(Path(cfg.output_dir) / "eval" / "evals.jsonl")
@@ -112,7 +124,7 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
     jobs = [(p, j) for p in problems for j in list(range(ec.n_samples)) + (["greedy"] if ec.greedy else [])
-            if f"{name}/{p['id']}/{j}" not in store]
+            if f"{name}@{tag}/{p['id']}/{j}" not in store]
     bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
     chunk = max(1, getattr(engine, "batch_size", 1))
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
@@ -128,7 +140,7 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
                 for (p, j), [c] in zip(items, comps):
                     v = verifier.check(c.text, p["answer"], p.get("meta"))
                     chk = check_steps([c.text], p["answer"], p["question"])
-                    recs.append({"key": f"{name}/{p['id']}/{j}", "model": name, "problem_id": p["id"],
+                    recs.append({"key": f"{name}@{tag}/{p['id']}/{j}", "model": name, "tag": tag, "problem_id": p["id"],
                                  "sample": j, "text": c.text, "n_tokens": len(c.token_ids),
                                  "truncated": c.truncated, "pred": v.pred, "correct": v.correct,
                                  "verify_error": v.error, "derivation_ok": bool(v.correct) and chk.ok,
@@ -138,9 +150,13 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     bar.close()
 
 
-def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher") -> dict:
+def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None) -> dict:
+    """Summary over the current held-out set, the current n, and (with `tags`) the current weights."""
     run_dir = Path(cfg.output_dir)
-    recs = list(read_jsonl(run_dir / "eval" / "evals.jsonl"))
+    current = {p["id"] for p in read_jsonl(run_dir / "eval" / "problems.jsonl")}
+    recs = [r for r in read_jsonl(run_dir / "eval" / "evals.jsonl")
+            if r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < cfg.eval.n_samples)
+            and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])]
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_model[r["model"]].append(r)
@@ -151,7 +167,9 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher") -> dict:
         if r["sample"] != "greedy":
             teacher[r["problem_id"]].append(r["correct"] is True)
     for pid, cs in teacher.items():
-        tiers[pid] = tier_of(sum(cs), len(cs), cfg.sample.solved_min_pass, cfg.sample.corner_max_correct)
+        # corner_max_correct is a count out of Stage 0's K; scale it to the n samples used here.
+        corner_max = round(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
+        tiers[pid] = tier_of(sum(cs), len(cs), cfg.sample.solved_min_pass, corner_max)
     out = {"tiers": dict(Counter(tiers.values())), "models": {}}
     for name, rs in by_model.items():
         sampled = defaultdict(list)
@@ -183,13 +201,13 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         final = run_dir / "checkpoints" / "final.json"
         models = json.loads(final.read_text()) if final.exists() else {}
         models = {"base": cfg.train.student, **models}
-    todo = [("teacher", cfg.teacher)] + [
-        (name, ModelConfig(model=path, engine="hf", device=cfg.train.device, batch_size=cfg.eval.batch_size))
-        for name, path in models.items()]
-    for name, mc in todo:
+    todo = [("teacher", cfg.teacher, "teacher")] + [
+        (name, ModelConfig(model=path, engine="hf", device=cfg.train.device, batch_size=cfg.eval.batch_size),
+         model_tag(path)) for name, path in models.items()]
+    for name, mc, tag in todo:
         engine = make_engine(mc)
         try:
-            evaluate_model(cfg, name, engine, problems, progress)
+            evaluate_model(cfg, name, engine, problems, progress, tag)
         finally:
             engine.close()
-    return summarize_eval(cfg)
+    return summarize_eval(cfg, tags={name: tag for name, _, tag in todo})

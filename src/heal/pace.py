@@ -18,7 +18,9 @@ completion's ids (end-of-turn token included) elsewhere, so the loss covers exac
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -40,9 +42,11 @@ METHODS: dict[str, list[list[str]]] = {
 }
 
 
-def _example(problem: dict, completion_ids: list[int], text: str, source: str, key: str) -> dict:
+def _example(problem: dict, completion_ids: list[int], text: str, source: str, key: str,
+             truncated: bool = False) -> dict:
     return {"key": key, "problem_id": problem["id"], "source": source, "prompt": problem["prompt"],
-            "prompt_ids": problem["prompt_ids"], "completion_ids": completion_ids, "completion": text}
+            "prompt_ids": problem["prompt_ids"], "completion_ids": completion_ids, "completion": text,
+            "truncated": truncated}
 
 
 def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
@@ -52,7 +56,7 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
     sets: dict[str, list[dict]] = {k: [] for k in ("D1", "ALL", "D2", "D3", "D2raw", "D3raw")}
     for pid, samples in by_problem.items():
         for s in samples:
-            ex = _example(problems[pid], s["token_ids"], s["text"], "stage0", s["key"])
+            ex = _example(problems[pid], s["token_ids"], s["text"], "stage0", s["key"], s["truncated"])
             sets["ALL"].append(ex)
             if s["correct"] is True:
                 sets["D1"].append(ex)
@@ -63,7 +67,8 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
         for r in JsonlStore(run_dir / name):
             if r["correct"] is not True or r.get("duplicate"):
                 continue
-            ex = _example(problems[r["problem_id"]], r["training_ids"], r["training_text"], kind, r["key"])
+            ex = _example(problems[r["problem_id"]], r["training_ids"], r["training_text"], kind, r["key"],
+                          r.get("truncated", False))
             sets[kind + "raw"].append(ex)
             if r["key"] in scored and verdict(scored[r["key"]], cfg.pure)[0]:
                 sets[kind].append(ex)
@@ -85,19 +90,20 @@ def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str
                          max_length: int | None = None) -> list[dict]:
     """input_ids = chat prompt + completion (+ end-of-turn); labels = -100 on the prompt.
 
-    With the teacher's own tokenizer the teacher's ids are used as they are (nothing re-tokenised);
-    otherwise the completion text is tokenised by the student and its end-of-turn token appended.
-    The completion never goes through the chat template, which some templates use to drop
-    reasoning text from assistant turns."""
+    The prompt is always the student's own chat template (what it sees at evaluation). The
+    completion is the teacher's exact ids when the tokenizers match (nothing re-tokenised), else the
+    student's tokenisation of the text; the end-of-turn token is appended unless the completion was
+    truncated (a cut-off text must not teach the student to stop there). The completion never goes
+    through the chat template, which some templates use to drop reasoning from assistant turns."""
     end = _end_of_turn(tok)
     out = []
     for ex in examples:
+        prompt = chat_prompt_ids(tok, ex["prompt"], system)
         if exact_ids:
-            prompt, completion = list(ex["prompt_ids"]), list(ex["completion_ids"])
+            completion = list(ex["completion_ids"])
         else:
-            prompt = chat_prompt_ids(tok, ex["prompt"], system)
             completion = tok(ex["completion"], add_special_tokens=False)["input_ids"]
-        if not completion or completion[-1] != end:
+        if not ex.get("truncated") and (not completion or completion[-1] != end):
             completion = completion + [end]
         ids = prompt + completion
         labels = [-100] * len(prompt) + completion
@@ -128,7 +134,9 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     tok = AutoTokenizer.from_pretrained(init_model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(init_model, dtype=getattr(torch, tc.dtype))
+    # fp32 master weights always; bf16/fp16 only as autocast (half-precision weights would round
+    # away updates at lr 1e-5).
+    model = AutoModelForCausalLM.from_pretrained(init_model, dtype=torch.float32)
     peft_config = None
     if tc.lora:
         from peft import LoraConfig
@@ -143,7 +151,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         max_steps=stage.get("max_steps") or -1, per_device_train_batch_size=tc.batch_size,
         gradient_accumulation_steps=tc.grad_accum, lr_scheduler_type=tc.lr_scheduler, warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio
         logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
-        max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16",
+        max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16", fp16=tc.dtype == "float16",
         completion_only_loss=None, dataset_num_proc=None, disable_tqdm=not tc.progress,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
@@ -156,7 +164,8 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     tok.save_pretrained(tmp)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
-            "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed}
+            "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed,
+            "fingerprint": stage.get("fingerprint")}
     (tmp / "heal_stage.json").write_text(json.dumps(meta, indent=2) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -179,12 +188,13 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
                      "epochs": sc.epochs, "learning_rate": sc.learning_rate, "max_steps": None})
     if tc.match_budget and len(plan) == 1:
         # Matched budget: a one-stage method takes as many optimizer steps as the HEAL curriculum
-        # spends in total on its (cumulative) stages, so no method wins by training longer.
-        per_step = tc.batch_size * tc.grad_accum
+        # spends in total on its (cumulative) stages, so no method wins by training longer. Steps
+        # per stage as the Trainer counts them: ceil(epochs * ceil(n / (batch * accum * processes))).
+        per_step = tc.batch_size * tc.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
         heal_steps = 0
         for i, sets in enumerate(METHODS["heal"]):
             n = sum(sizes.get(s, 0) for s in sets)
-            heal_steps += max(1, -(-n // per_step)) * int(max(1, round(tc.stages[names[i]].epochs)))
+            heal_steps += math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(n / per_step)))
         plan[0]["max_steps"] = heal_steps
     return plan
 
@@ -205,20 +215,32 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
     data = {name: list(read_jsonl(run_dir / "data" / f"{name}.jsonl")) for name in sizes}
     results = {}
     for method in methods or cfg.train.methods:
-        init = student
+        init, prev = student, None  # prev: the fingerprint of the stage this one starts from
         for i, stage in enumerate(stage_plan(method, sizes, cfg)):
             out = run_dir / "checkpoints" / method / f"stage-{stage['name']}"
-            if (out / "DONE").exists():
-                log(f"{method} stage {stage['name']}: done, skipping")
-                init = str(out)
-                continue
             rows = [ex for name in stage["data"] for ex in data[name]]
             if not rows:
                 raise ValueError(f"{method} stage {stage['name']}: no training data in {stage['data']}")
             random.Random(cfg.train.seed + i).shuffle(rows)
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
-            train_stage(init, tokenized, out, cfg, stage, cfg.train.seed + i, log)
-            init = str(out)
+            # What this stage is trained from: a finished stage whose inputs changed (new data, a new
+            # PURE threshold, other hyper-parameters) is trained again, never silently reused.
+            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress"})
+            fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
+                                         .encode()).hexdigest()[:16]
+            done = out / "DONE"
+            if done.exists():
+                meta = json.loads((out / "heal_stage.json").read_text())
+                if meta.get("fingerprint") == fingerprint:
+                    log(f"{method} stage {stage['name']}: done, skipping")
+                    init, prev = str(out), fingerprint
+                    continue
+                log(f"{method} stage {stage['name']}: its data or settings changed, training it again")
+                done.unlink()
+            train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
+            init, prev = str(out), fingerprint
         results[method] = init
-    atomic_write_text(run_dir / "checkpoints" / "final.json", json.dumps(results, indent=2) + "\n")
+    final = run_dir / "checkpoints" / "final.json"
+    merged = {**(json.loads(final.read_text()) if final.exists() else {}), **results}
+    atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
     return results

@@ -30,6 +30,18 @@ class EngineError(RuntimeError):
     pass
 
 
+def _byte_level_alphabet() -> dict[int, str]:
+    """Byte-level BPE's byte -> printable character map (GPT-2, Qwen, SmolLM2 vocabularies)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
 class OpenAIEngine:
     name = "openai"
 
@@ -48,7 +60,7 @@ class OpenAIEngine:
             self.session.headers["Authorization"] = f"Bearer {key}"
         self.model = model or self._first_model()
         self.eos = eos_ids(tokenizer)
-        self._checked = False
+        self._checked: set[str] = set()
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
@@ -82,15 +94,28 @@ class OpenAIEngine:
         if self.prompt_format == "token_ids":
             return [int(t) for t in ids]
         text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
-        if not self._checked:  # the server must read our text back as exactly our ids
-            got = self._post("/extras/tokenize", {"input": text}).get("tokens")
-            if got is not None and list(got) != list(ids):
+        if text not in self._checked:  # every distinct prompt: the server must read it back as our ids
+            got = self._tokenize(text)
+            if list(got) != list(ids):
                 raise EngineError(
                     f"{self.base_url} tokenizes the decoded prompt differently from the local tokenizer "
-                    f"({len(got)} vs {len(ids)} tokens): continuations would not be token-exact; "
+                    f"({len(got)} vs {len(ids)} tokens): a continuation would not be token-exact; "
                     f"use a server that accepts token-id prompts (prompt_format: token_ids)")
-            self._checked = True
+            self._checked.add(text)
         return text
+
+    def _tokenize(self, text: str) -> list[int]:
+        """The server's tokenization: llama-cpp-python's /extras/tokenize or llama.cpp's /tokenize."""
+        for path, body, field in (("/extras/tokenize", {"input": text}, "tokens"),
+                                  ("/tokenize", {"content": text, "add_special": False, "parse_special": True}, "tokens")):
+            try:
+                r = self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout_s)
+            except requests.RequestException as e:
+                raise EngineError(f"{self.base_url}{path}: {type(e).__name__}: {e}") from None
+            if r.status_code == 200 and field in r.json():
+                return list(r.json()[field])
+        raise EngineError(f"{self.base_url} has no tokenize endpoint, so text prompts cannot be checked to be "
+                          f"token-exact; use prompt_format: token_ids with a server that accepts token ids")
 
     # -- protocol -----------------------------------------------------------------------------------
     def _one(self, prompt, params: SamplingParams, seed: int, record_entropy: bool) -> Completion:
@@ -113,12 +138,34 @@ class OpenAIEngine:
                                   f"log-probabilities enabled (llama.cpp: logits_all; vLLM: max_logprobs >= {self.k})")
             lps = [float(x) for x in lp["token_logprobs"]]
             ents = [topk_entropy(list(d.values())) for d in lp["top_logprobs"]]
-            if len(ids) != len(lps):  # the server's tokens are the truth; keep its count
-                ids = ids[: len(lps)] if len(ids) > len(lps) else ids
+            server_ids = self._token_ids(lp.get("tokens") or [])
+            if server_ids is not None:
+                ids = server_ids  # the server's own tokens: exact, whatever the text re-tokenises to
+            if len(lps) == len(ids) + 1 and reason == "stop":  # a log-prob for the end token, absent from text
+                lps, ents = lps[:-1], ents[:-1]
+            if len(lps) != len(ids):
+                raise EngineError(f"{self.base_url} returned {len(lps)} log-probs for a completion the local "
+                                  f"tokenizer reads as {len(ids)} tokens: per-token entropies would be misaligned")
         # The server does not report the end-of-turn token; ids end with the last text token (PACE
         # appends the student's end-of-turn token to every completion).
         return Completion(token_ids=ids, text=text, finish_reason=reason, logprobs=lps, entropy=ents,
                           entropy_kind="topk" if record_entropy else None, seed=seed)
+
+    def _token_ids(self, pieces: list[str]) -> list[int] | None:
+        """Ids of the server's returned tokens: "token_id:N" (vLLM return_tokens_as_token_ids), or
+        each piece's text mapped through the byte-level vocabulary; None if a piece does not map to
+        exactly one id (the caller then checks the text's own tokenization)."""
+        if pieces and all(isinstance(p, str) and p.startswith("token_id:") for p in pieces):
+            return [int(p.split(":", 1)[1]) for p in pieces]
+        enc = _byte_level_alphabet()
+        vocab = self.tokenizer.get_vocab()
+        out = []
+        for piece in pieces:
+            tid = vocab.get("".join(enc[b] for b in piece.encode("utf-8")), vocab.get(piece))
+            if tid is None:
+                return None
+            out.append(tid)
+        return out
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
