@@ -20,7 +20,7 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     model: str = "qwen2.5-coder-1.5b"  # alias (see `heal models list`), transformers folder, .gguf, or hub id
-    engine: Literal["hf", "llamacpp", "openai"] = "llamacpp"
+    engine: Literal["hf", "llamacpp", "openai", "vllm"] = "llamacpp"
     device: str = "cpu"  # hf engine: "cpu", "cuda", "cuda:1", "mps"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32 is ~5x faster than bf16 on CPUs
     n_ctx: int = Field(4096, gt=0)  # llamacpp context window
@@ -36,6 +36,11 @@ class ModelConfig(_Strict):
     prompt_format: Literal["text", "token_ids"] = "text"  # token_ids: vLLM; text: llama.cpp's server
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    # vllm engine (in-process vllm.LLM; top-k entropy with k = top_logprobs): parallelism is passed
+    # through, `engine_args` goes to vllm.LLM verbatim (gpu_memory_utilization, max_model_len, ...).
+    tensor_parallel_size: int = Field(1, gt=0)
+    data_parallel_size: int = Field(1, gt=0)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataConfig(_Strict):
@@ -184,6 +189,16 @@ class VerifyConfig(_Strict):
     timeout_s: float = Field(5.0, gt=0)
 
 
+class LauncherConfig(_Strict):
+    """Where generation runs. local: one engine in this process. ray: Stage 0's problems are sharded
+    over Ray actors (one engine each), each writing its own shard of the store (heal.launch)."""
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # a running cluster ("auto", "ray://head:10001"); None: start a local one
+    workers: int = Field(2, gt=0)  # actors (engines); one per GPU or per node at scale
+    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
 class RunConfig(_Strict):
     output_dir: str = "runs/demo"
     teacher: ModelConfig = Field(default_factory=ModelConfig)
@@ -197,6 +212,7 @@ class RunConfig(_Strict):
     pure: PureConfig = Field(default_factory=PureConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
 
     @model_validator(mode="after")
     def _check(self):

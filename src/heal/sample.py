@@ -88,6 +88,10 @@ def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[P
     return rows
 
 
+_OUTPUT_NEUTRAL = {"threads", "batch_size", "device", "api_key_env", "concurrency", "max_retries", "timeout_s",
+                   "tensor_parallel_size", "data_parallel_size"}
+
+
 def _check_config(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse to mix samples drawn under different teacher/prompt/sampling settings in one store."""
     import yaml
@@ -97,9 +101,13 @@ def _check_config(cfg: RunConfig, run_dir: Path) -> None:
         return
     old = yaml.safe_load(path.read_text()) or {}
     new = cfg.model_dump(mode="json")
+    defaults = RunConfig().model_dump(mode="json")
     for section in ("teacher", "prompt", "sampling"):
         o, n = old.get(section, {}), new[section]
-        diff = {k for k in set(o) | set(n) if k not in ("threads", "batch_size", "device") and o.get(k) != n.get(k)}
+        # A field added to heal after the run started compares as its default; transport and
+        # throughput settings (threads, retries, timeouts...) do not change what is sampled.
+        diff = {k for k in set(o) | set(n)
+                if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)}
         if diff:
             raise RunMismatch(
                 f"{run_dir} was sampled with different {section} settings ({', '.join(sorted(diff))}); "
@@ -147,7 +155,12 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
 
 def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = None, progress: bool = True,
                log=print) -> dict:
-    """Stage 0 on `cfg`. Pass an engine to reuse a loaded model; otherwise one is built from cfg.teacher."""
+    """Stage 0 on `cfg`. Pass an engine to reuse a loaded model; otherwise one is built from cfg.teacher.
+    With `launcher.kind: ray` the problems are sharded over Ray workers (heal.launch)."""
+    if cfg.launcher.kind == "ray" and engine is None:
+        from heal.launch import ray_sample
+
+        return ray_sample(cfg, problems, progress, log)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(cfg, run_dir)
@@ -155,41 +168,53 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
     with engine_for(cfg.teacher, engine) as engine:
         rows = _prepare_problems(cfg, run_dir, engine.tokenizer, problems, log)
         store = JsonlStore(run_dir / "samples.jsonl")
-        k = cfg.sample.k
-        params = sampling_params(cfg)
-        todo = [(r, j) for r in rows for j in range(k) if f"{r['id']}/{j}" not in store]
+        todo = todo_items(cfg, rows, store)
         if len(store):
             log(f"resuming: {len(store)} samples already in {store.path}, {len(todo)} to go")
-        chunk = max(1, getattr(engine, "batch_size", 1))
-        bar = tqdm(total=len(rows) * k, initial=len(rows) * k - len(todo), unit="sample",
-                   desc="sample", disable=not progress, dynamic_ncols=True)
-        t0, n_tok, n_new = time.time(), 0, 0
-        with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-            for start in range(0, len(todo), chunk):
-                items = todo[start : start + chunk]
-                seeds = [stable_seed(params.seed, r["id"]) + j for r, j in items]
-                comps = engine.generate([r["prompt_ids"] for r, _ in items], params, n=1,
-                                        record_entropy=cfg.sample.record_entropy, seeds=seeds)
-                records = []
-                for (r, j), [c] in zip(items, comps):
-                    v = verifier.check(c.text, r["answer"], r.get("meta"))
-                    records.append({
-                        "key": f"{r['id']}/{j}", "problem_id": r["id"], "sample_index": j, "stage": "sample",
-                        "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
-                        "finish_reason": c.finish_reason, "truncated": c.truncated,
-                        "logprobs": _round(c.logprobs), "entropy": _round(c.entropy), "entropy_kind": c.entropy_kind,
-                        "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
-                        "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name,
-                        "sampling": asdict(params),
-                    })
-                    n_tok += len(c.token_ids)
-                store.append(records)
-                bar.update(len(records))
-                n_new += len(records)
-                dt = max(time.time() - t0, 1e-9)
-                bar.set_postfix_str(f"{n_new / dt:.2f} samples/s, {n_tok / dt:.1f} tok/s")
-        bar.close()
+        sample_items(cfg, engine, todo, store, total=len(rows) * cfg.sample.k, progress=progress)
     return summarize(cfg, run_dir, rows)
+
+
+def todo_items(cfg: RunConfig, rows: list[dict], store: JsonlStore) -> list[tuple[dict, int]]:
+    """(problem row, sample index) pairs not yet in the store."""
+    return [(r, j) for r in rows for j in range(cfg.sample.k) if f"{r['id']}/{j}" not in store]
+
+
+def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: JsonlStore, total: int | None = None,
+                 progress: bool = True) -> None:
+    """Generate, verify and append one record per (problem, j). Each sample's seed depends only on its
+    problem and index, so the same sample comes out whichever worker or run draws it."""
+    params = sampling_params(cfg)
+    chunk = max(1, getattr(engine, "batch_size", 1))
+    total = total or len(todo)
+    bar = tqdm(total=total, initial=total - len(todo), unit="sample", desc="sample", disable=not progress,
+               dynamic_ncols=True)
+    t0, n_tok, n_new = time.time(), 0, 0
+    with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
+        for start in range(0, len(todo), chunk):
+            items = todo[start : start + chunk]
+            seeds = [stable_seed(params.seed, r["id"]) + j for r, j in items]
+            comps = engine.generate([r["prompt_ids"] for r, _ in items], params, n=1,
+                                    record_entropy=cfg.sample.record_entropy, seeds=seeds)
+            records = []
+            for (r, j), [c] in zip(items, comps):
+                v = verifier.check(c.text, r["answer"], r.get("meta"))
+                records.append({
+                    "key": f"{r['id']}/{j}", "problem_id": r["id"], "sample_index": j, "stage": "sample",
+                    "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
+                    "finish_reason": c.finish_reason, "truncated": c.truncated,
+                    "logprobs": _round(c.logprobs), "entropy": _round(c.entropy), "entropy_kind": c.entropy_kind,
+                    "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
+                    "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name,
+                    "sampling": asdict(params),
+                })
+                n_tok += len(c.token_ids)
+            store.append(records)
+            bar.update(len(records))
+            n_new += len(records)
+            dt = max(time.time() - t0, 1e-9)
+            bar.set_postfix_str(f"{n_new / dt:.2f} samples/s, {n_tok / dt:.1f} tok/s")
+    bar.close()
 
 
 def format_table(run_dir: str | Path, max_rows: int = 50) -> str:

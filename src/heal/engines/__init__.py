@@ -39,6 +39,13 @@ def make_engine(model_cfg) -> Engine:
         return OpenAIEngine(model_cfg.base_url, model_cfg.served_model, tok, model_cfg.api_key_env,
                             model_cfg.top_logprobs, model_cfg.concurrency, model_cfg.timeout_s,
                             model_cfg.max_retries, model_cfg.prompt_format)
+    if model_cfg.engine == "vllm":
+        from heal.engines.vllm import VLLMEngine
+
+        return VLLMEngine(paths.hf or model_cfg.model, paths.hf, model_cfg.top_logprobs,
+                          model_cfg.tensor_parallel_size, model_cfg.data_parallel_size,
+                          model_cfg.dtype,
+                          model_cfg.engine_args)
     raise ValueError(f"unknown engine {model_cfg.engine!r}")
 
 
