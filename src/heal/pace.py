@@ -126,6 +126,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
                 log=print) -> dict:
     """One SFT stage with TRL. Writes the model atomically to out_dir (a DONE marker last)."""
     import torch
+    from accelerate import PartialState
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -143,9 +144,11 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
 
         peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
                                  target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+    state = PartialState()  # one process, or one of several under `accelerate launch`
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
+    if state.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
+    state.wait_for_everyone()
     args = SFTConfig(
         output_dir=str(tmp), num_train_epochs=stage["epochs"], learning_rate=stage["learning_rate"],
         max_steps=stage.get("max_steps") or -1, per_device_train_batch_size=tc.batch_size,
@@ -157,21 +160,24 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tok, peft_config=peft_config)
     result = trainer.train()
-    model = trainer.model
     if tc.lora and tc.lora.merge:
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+        if state.is_main_process:
+            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(tmp)
+    else:
+        trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
             "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed,
-            "fingerprint": stage.get("fingerprint")}
-    (tmp / "heal_stage.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    (out_dir / "DONE").write_text("ok\n")
-    log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {result.training_loss:.4f})")
+            "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
+    if state.is_main_process:
+        tok.save_pretrained(tmp)
+        (tmp / "heal_stage.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        (out_dir / "DONE").write_text("ok\n")
+        log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {result.training_loss:.4f})")
+    state.wait_for_everyone()
     return meta
 
 
@@ -205,9 +211,17 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
 
     from heal.models import resolve
 
+    from accelerate import PartialState
+
     run_dir = Path(cfg.output_dir)
-    echo_config(cfg, run_dir)
-    sizes = build_data(cfg, log)
+    state = PartialState()  # under `accelerate launch`: the main process writes, every process trains
+    if state.is_main_process:
+        echo_config(cfg, run_dir)
+        build_data(cfg, log)
+    else:
+        log = lambda *a, **k: None  # noqa: E731  (one process reports)
+    state.wait_for_everyone()
+    sizes = json.loads((run_dir / "data" / "sizes.json").read_text())
     student = resolve(cfg.train.student).hf
     teacher_tok = AutoTokenizer.from_pretrained(resolve(cfg.teacher.model).hf)
     student_tok = AutoTokenizer.from_pretrained(student)
@@ -236,11 +250,15 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
                     init, prev = str(out), fingerprint
                     continue
                 log(f"{method} stage {stage['name']}: its data or settings changed, training it again")
-                done.unlink()
+                state.wait_for_everyone()  # every process has read DONE before it goes
+                if state.is_main_process:
+                    done.unlink()
             train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
             init, prev = str(out), fingerprint
         results[method] = init
     final = run_dir / "checkpoints" / "final.json"
-    merged = {**(json.loads(final.read_text()) if final.exists() else {}), **results}
-    atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
+    if state.is_main_process:
+        merged = {**(json.loads(final.read_text()) if final.exists() else {}), **results}
+        atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
+    state.wait_for_everyone()
     return results
