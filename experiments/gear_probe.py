@@ -45,8 +45,11 @@ SETTINGS = [("first_third_tokens", 1), ("first_third_tokens", 0), ("first_third_
             ("first_third_steps", 0), ("all", 1), ("all", 0)]
 # Generation is the cost: the repair yield is measured for three settings (the paper's, and the two
 # that keep the most prefix); the breakpoint analysis covers all six without generating.
-REPAIR_SETTINGS = [("first_third_tokens", 1), ("first_third_steps", 0), ("all", 0)]
+REPAIR_SETTINGS = [("first_third_steps", 0), ("first_third_tokens", 1), ("all", 0)]
 DEFAULT_SETTING = ("first_third_steps", 0)
+# 2 CPU cores: the default setting repairs every corner problem; the other two the first
+# COMPARE_PROBLEMS of them (the same ones), which is what the per-setting comparison uses.
+COMPARE_PROBLEMS = 20
 EXTRA_PLAIN = 4  # extra unhinted samples per corner problem for the plain-RS baseline
 
 
@@ -110,13 +113,26 @@ def stage_breakpoints():
         check = check_steps(step_texts(pieces, spans), prob["answer"], prob["question"])
         row = {"key": s["key"], "n_steps": len(spans), "n_tokens": len(ids), "first_false": check.first_false_step,
                "reason": check.reason}
+        ff = check.first_false_step
         for window, backup in SETTINGS:
             bp = find_breakpoint(ent, spans, window, backup, pieces)
-            row[f"{window}/b{backup}"] = {"step": bp.step, "kept": bp.kept_steps, "restart": bp.restart}
+            cands = bp.candidates
+            row[f"{window}/b{backup}"] = {
+                "step": bp.step, "kept": bp.kept_steps, "restart": bp.restart,
+                # The chance baseline of the same window: a uniformly random candidate step.
+                "random_within_one": (sum(abs(c - ff) <= 1 for c in cands) / len(cands)) if cands and ff is not None else None,
+                "random_cut_before_false": (sum(max(0, c - backup) <= ff for c in cands) / len(cands)) if cands and ff is not None else None,
+            }
         row["random_step"] = rng.randrange(1, len(spans)) if len(spans) > 1 else -1
         rows.append(row)
     atomic_write_jsonl(run / "breakpoints.jsonl", rows)
     print(f"breakpoints: {len(rows)} failed corner trajectories")
+
+
+def compare_problems() -> list[str]:
+    """The corner problems every repair setting is run on (Stage 0 order, first COMPARE_PROBLEMS)."""
+    _, _, tiers = load_stage0(base_dir())
+    return [pid for pid, t in tiers.items() if t["tier"] == "corner"][:COMPARE_PROBLEMS]
 
 
 def setting_dir(window: str, backup: int) -> Path:
@@ -141,8 +157,9 @@ def stage_repair(settings=None):
             _link_stage0(d)
             c = cfg(**{"output_dir": str(d), "gear.window": window, "gear.backup": backup})
             t0 = time.time()
+            only = None if (window, backup) == DEFAULT_SETTING else compare_problems()
             print(f"== GEAR {window} back-up {backup}", flush=True)
-            print(run_repair(c, engine=engine, progress=True), f"{time.time() - t0:.0f}s", flush=True)
+            print(run_repair(c, engine=engine, progress=True, problem_ids=only), f"{time.time() - t0:.0f}s", flush=True)
     finally:
         engine.close()
 
@@ -237,24 +254,38 @@ def stage_report():
     bp_table = {}
     for window, backup in SETTINGS:
         k = f"{window}/b{backup}"
+        def mean(xs):
+            xs = [x for x in xs if x is not None]
+            return round(float(np.mean(xs)), 3) if xs else None
+
         bp_table[k] = {
             "trajectories": len(bps),
-            "restart_share": round(np.mean([r[k]["restart"] for r in bps]), 3) if bps else None,
-            "mean_steps_kept": round(np.mean([r[k]["kept"] for r in bps]), 2) if bps else None,
-            "within_one_of_first_false": round(np.mean([abs(r[k]["step"] - r["first_false"]) <= 1 for r in with_false]), 3) if with_false else None,
+            "restart_share": mean([r[k]["restart"] for r in bps]),
+            "mean_steps_kept": mean([r[k]["kept"] for r in bps]),
+            "within_one_of_first_false": mean([abs(r[k]["step"] - r["first_false"]) <= 1 for r in with_false]),
+            "random_in_window_within_one": mean([r[k].get("random_within_one") for r in with_false]),
+            # A prefix that keeps the first false step hands the error to every continuation.
+            "cut_before_first_false": mean([r[k]["kept"] <= r["first_false"] for r in with_false]),
+            "random_in_window_cut_before_first_false": mean([r[k].get("random_cut_before_false") for r in with_false]),
+            "keeps_a_step_and_cuts_before_false": mean([0 < r[k]["kept"] <= r["first_false"] for r in with_false]),
         }
     out["breakpoints"] = {"with_false_step": len(with_false), "settings": bp_table,
                           "random_within_one": round(np.mean([abs(r["random_step"] - r["first_false"]) <= 1 for r in with_false]), 3) if with_false else None}
     # Repairs per setting.
+    def with_rates(s):
+        s["tokens_per_verified"] = round(s["teacher_tokens"] / s["derivation_verified"], 1) if s["derivation_verified"] else None
+        s["tokens_per_answer_correct"] = round(s["teacher_tokens"] / s["answer_correct"], 1) if s["answer_correct"] else None
+        return s
+
     rep = {}
     for window, backup in SETTINGS:
         d = setting_dir(window, backup)
         if (d / "repairs.jsonl").exists():
-            s = summarize_repairs(d)
-            s["tokens_per_verified"] = round(s["teacher_tokens"] / s["derivation_verified"], 1) if s["derivation_verified"] else None
-            s["tokens_per_answer_correct"] = round(s["teacher_tokens"] / s["answer_correct"], 1) if s["answer_correct"] else None
-            rep[f"{window}/b{backup}"] = s
+            rep[f"{window}/b{backup}"] = with_rates(summarize_repairs(d, compare_problems()))
+    out["repairs_compared_on"] = f"the first {COMPARE_PROBLEMS} corner problems (every setting ran on these)"
     out["repairs"] = rep
+    if (setting_dir(*DEFAULT_SETTING) / "repairs.jsonl").exists():
+        out["repairs_default_all_corner"] = with_rates(summarize_repairs(setting_dir(*DEFAULT_SETTING)))
     # Baselines.
     plain_dir = run / "baseline-plain" / "samples"
     if (plain_dir / "samples.jsonl").exists():

@@ -44,3 +44,19 @@ def test_missing_and_bad_yaml(tmp_path):
     p.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+def test_shipped_configs_load():
+    """Every config the docs point at validates (a misspelt field is an error, not a no-op)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.glob("configs/*.yaml"), *root.glob("configs/scale/*.yaml"), *root.glob("experiments/*.yaml")]:
+        load_config(path)
+    server, ray = load_config(root / "configs/scale/qwq-server.yaml"), load_config(root / "configs/scale/qwq-ray.yaml")
+    assert server.teacher.engine == "openai" and server.pure.scorer_engine == "teacher"
+    assert ray.teacher.engine == "vllm" and ray.launcher.kind == "ray" and ray.launcher.gpus_per_worker == 4
+    for name in ("ddp", "fsdp", "zero3"):  # accelerate configs parse and name their distributed type
+        assert yaml.safe_load((root / "configs/accelerate" / f"{name}.yaml").read_text())["distributed_type"]

@@ -87,6 +87,11 @@ def test_llamacpp_engine_protocol(llamacpp_smollm2):
     batched = np.array(llamacpp_smollm2.score(prompt, full.token_ids).entropy)
     diff = np.abs(batched - np.array(full.entropy))
     assert diff.mean() < 0.05 and diff.max() < 0.3
+    # Top-k estimates from the same logits: each split of the tail refines the partition, so
+    # top-5 <= top-20 <= exact (merging outcomes never raises entropy).
+    sc = llamacpp_smollm2.score(prompt, full.token_ids, topk=(5, 20))
+    exact, e5, e20 = np.array(sc.entropy), np.array(sc.entropy_topk[5]), np.array(sc.entropy_topk[20])
+    assert (e5 <= e20 + 1e-9).all() and (e20 <= exact + 1e-9).all() and (exact - e20).mean() < (exact - e5).mean()
 
 
 def test_llamacpp_entropy_matches_transformers(llamacpp_smollm2, hf_smollm2):

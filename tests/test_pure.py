@@ -47,3 +47,18 @@ def test_verdict_and_prefilter():
     assert prefilter("Since the hint says 7, ...", "7", cfg)
     assert prefilter("The answer is 7. Check: 3 + 4 = 7", "7", cfg) == "states the answer before deriving it"
     assert prefilter("3 + 4 = 7, \\boxed{7}", "7", cfg) is None
+
+
+def test_teacher_scorer_engine_reuses_the_teacher_config(tiny_model_dir):
+    from heal.config import RunConfig
+    from heal.pure import make_scorer
+
+    cfg = RunConfig.model_validate({"teacher": {"model": tiny_model_dir, "engine": "hf"},
+                                    "pure": {"scorer_engine": "teacher"}})
+    eng = make_scorer(cfg)
+    assert eng.name == "hf"
+    eng.close()
+    bad = RunConfig.model_validate({"teacher": {"model": tiny_model_dir, "engine": "hf"},
+                                    "pure": {"scorer_engine": "teacher", "scorer": "other"}})
+    with pytest.raises(ValueError, match="leave pure.scorer unset"):
+        make_scorer(bad)

@@ -119,7 +119,9 @@ class PureConfig(_Strict):
     """PURE filter over every hinted candidate (method doc: PURE)."""
 
     scorer: str | None = None  # model that scores (default: the teacher), transformers engine
-    scorer_engine: Literal["hf", "llamacpp"] = "hf"
+    # hf | llamacpp: that engine on `scorer`; teacher: the teacher's own engine as configured (an
+    # openai/vllm teacher scores its candidates through the same server, with prompt log-probs).
+    scorer_engine: Literal["hf", "llamacpp", "teacher"] = "hf"
     score: Literal["rho_ans", "rho_step"] = "rho_step"
     threshold: float = Field(1.6, gt=0)  # reject when score > threshold (calibration: docs/method.md)
     eps: float = Field(0.01, gt=0)  # paper

@@ -65,12 +65,14 @@ def step_texts(pieces: list[str], spans) -> list[str]:
     return ["".join(pieces[a:b]) for a, b in spans]
 
 
-def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) -> dict:
+def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
+               problem_ids: list[str] | None = None) -> dict:
+    """GEAR on every problem of the configured tiers (or only on `problem_ids` among them)."""
     run_dir = Path(cfg.output_dir)
     problems, by_problem, tiers = load_stage0(run_dir)
     echo_config(cfg, run_dir)
     g = cfg.gear
-    targets = [pid for pid, t in tiers.items() if t["tier"] in g.tiers]
+    targets = [pid for pid, t in tiers.items() if t["tier"] in g.tiers and (problem_ids is None or pid in problem_ids)]
     store = JsonlStore(run_dir / "repairs.jsonl")
     done_sources = {k.rsplit("/gear/", 1)[0] for k in store.done()}
     jobs = []
@@ -147,8 +149,10 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
     return summarize_repairs(run_dir)
 
 
-def summarize_repairs(run_dir: Path) -> dict:
-    recs = [r for r in JsonlStore(run_dir / "repairs.jsonl") if not r.get("duplicate")]
+def summarize_repairs(run_dir: Path, problem_ids: list[str] | None = None) -> dict:
+    """Yield counts of a run's repairs (duplicates excluded, but their tokens counted as spent)."""
+    every = [r for r in JsonlStore(run_dir / "repairs.jsonl") if problem_ids is None or r["problem_id"] in problem_ids]
+    recs = [r for r in every if not r.get("duplicate")]
     by_src: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_src[r["source_key"]].append(r)
@@ -167,6 +171,7 @@ def summarize_repairs(run_dir: Path) -> dict:
         "problems_verified_repaired": sum(any(r["derivation_ok"] for r in v) for v in by_prob.values()),
         "restarts": sum(v[0]["restart"] for v in by_src.values()),
         "problems_all_restarts": sum(all(r["restart"] for r in v) for v in by_prob.values()),
-        "teacher_tokens": sum(r["n_tokens"] for r in recs),
+        "duplicates": len(every) - len(recs),
+        "teacher_tokens": sum(r["n_tokens"] for r in every),
     }
     return out

@@ -49,6 +49,7 @@ class Scored:
 
     logprobs: list[float]  # log p(completion_t | prompt, completion_<t), temperature 1
     entropy: list[float] = field(default_factory=list)  # H at each completion position
+    entropy_topk: dict[int, list[float]] | None = None  # {k: top-k estimate per position}, where asked for
 
 
 @runtime_checkable

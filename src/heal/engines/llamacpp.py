@@ -243,8 +243,9 @@ class LlamaCppEngine:
             out.append(comps)
         return out
 
-    def score(self, prompt: Sequence[int], completion: Sequence[int], chunk: int = 64) -> Scored:
-        """Teacher forcing: decode the completion with logits requested at every position."""
+    def score(self, prompt: Sequence[int], completion: Sequence[int], chunk: int = 64, topk: Sequence[int] = ()) -> Scored:
+        """Teacher forcing: decode the completion with logits requested at every position. For each k in
+        `topk`, also the top-k entropy estimate a k-log-prob server would give (Scored.entropy_topk[k])."""
         prompt = [int(t) for t in prompt]
         completion = [int(t) for t in completion]
         if len(prompt) + len(completion) > self.n_ctx:
@@ -263,8 +264,13 @@ class LlamaCppEngine:
             llm.input_ids[n_past : n_past + len(piece)] = piece
             llm.n_tokens += len(piece)
             rows.extend(step_stats(self._logits(i)) for i in range(len(piece)))
+        est = None
+        if topk:
+            from heal.entropy import topk_entropy
+
+            est = {k: [topk_entropy(np.partition(lp, -k)[-k:]) for lp, _ in rows] for k in topk}
         return Scored(logprobs=[float(lp[t]) for (lp, _), t in zip(rows, completion)],
-                      entropy=[h for _, h in rows])
+                      entropy=[h for _, h in rows], entropy_topk=est)
 
     def close(self) -> None:
         # Free the model while the interpreter is intact (Llama.__del__ at shutdown raises).
