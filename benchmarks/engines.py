@@ -81,6 +81,19 @@ def run(engine, prompts, params, entropy: bool) -> dict:
             "samples_per_s": round(len(prompts) / dt, 3)}
 
 
+def step_prefix(engine, prompt: list[int], ids: list[int]) -> list[int]:
+    """The completion cut after a line break (GEAR cuts at step boundaries), at the last such cut
+    whose text reads back as the same ids: a text-only server (llama.cpp's) cannot continue from a
+    non-canonical split such as a blank line generated as two "\n" tokens (the engine refuses)."""
+    tok = engine.tokenizer
+    for i in range(len(ids) - 1, 0, -1):
+        if "\n" in tok.decode([ids[i]]):
+            full = prompt + ids[: i + 1]
+            if engine.name != "openai" or engine._tokenize(tok.decode(full)) == full:
+                return ids[: i + 1]
+    return ids[:1]
+
+
 def gear(engine, prompt, prefix, n: int, params) -> dict:
     """N continuations of one prefix: one call with n=N (the engine may share the prefix's KV cache)
     against N calls of n=1 (each pays for the prefix). Tokens/s counts continuation tokens."""
@@ -129,14 +142,15 @@ def main() -> None:
             row = {"batch_size": getattr(eng, "batch_size", 1),
                    "entropy_off": run(eng, prompts, params, False), "entropy_on": run(eng, prompts, params, True)}
             row["entropy_cost"] = round(1 - row["entropy_on"]["tok_per_s"] / row["entropy_off"]["tok_per_s"], 3)
-            [[first]] = eng.generate(prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=48), record_entropy=False)
-            row["gear_n4"] = gear(eng, prompts[0], first.token_ids[:40], 4, params)
+            [[first]] = eng.generate(prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=64), record_entropy=False)
+            prefix = step_prefix(eng, prompts[0], first.token_ids)
+            row["gear_n4"] = gear(eng, prompts[0], prefix, 4, params)
         finally:
             cleanup()
         if name == "vllm":  # prefix caching off: every continuation recomputes the prefix
             eng, cleanup = build(name, args.model, args.threads, prefix_caching=False)
             try:
-                row["gear_n4_no_prefix_caching"] = gear(eng, prompts[0], first.token_ids[:40], 4, params)
+                row["gear_n4_no_prefix_caching"] = gear(eng, prompts[0], prefix, 4, params)
             finally:
                 cleanup()
         result["engines"][name] = row
