@@ -70,6 +70,13 @@ def test_resume_refuses_a_different_config(tmp_path, tiny_model_dir):
     run_sample(load_config(path), progress=False, log=lambda *a: None)
     with pytest.raises(RunMismatch, match="sampling"):
         run_sample(load_config(path, {"sampling.temperature": 0.3}), progress=False, log=lambda *a: None)
+    # A later stage run with other settings rewrites config.yaml; the reference stays what Stage 0 used.
+    from heal.config import echo_config
+
+    echo_config(load_config(path, {"sampling.temperature": 0.3}), tmp_path / "run")
+    run_sample(load_config(path), progress=False, log=lambda *a: None)
+    with pytest.raises(RunMismatch, match="sampling"):
+        run_sample(load_config(path, {"sampling.temperature": 0.3}), progress=False, log=lambda *a: None)
 
 
 @pytest.mark.slow

@@ -93,26 +93,37 @@ _OUTPUT_NEUTRAL = {"threads", "batch_size", "device", "api_key_env", "concurrenc
 
 
 def _check_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to mix samples drawn under different teacher/prompt/sampling settings in one store."""
+    """Refuse to mix samples drawn under different teacher/prompt/sampling settings in one store.
+
+    The settings Stage 0 sampled with are kept in RUN/sample_config.json, written once with the
+    first sample (config.yaml is rewritten by every stage, so a later `heal train --set ...` must not
+    move the reference). Runs from before that file fall back to config.yaml."""
     import yaml
 
-    path = run_dir / "config.yaml"
-    if not path.exists() or not (run_dir / "samples.jsonl").exists():
-        return
-    old = yaml.safe_load(path.read_text()) or {}
     new = cfg.model_dump(mode="json")
-    defaults = RunConfig().model_dump(mode="json")
-    for section in ("teacher", "prompt", "sampling"):
-        o, n = old.get(section, {}), new[section]
-        # A field added to heal after the run started compares as its default; transport and
-        # throughput settings (threads, retries, timeouts...) do not change what is sampled.
-        diff = {k for k in set(o) | set(n)
-                if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)}
-        if diff:
-            raise RunMismatch(
-                f"{run_dir} was sampled with different {section} settings ({', '.join(sorted(diff))}); "
-                f"use another output_dir to sample with the new ones"
-            )
+    ref = run_dir / "sample_config.json"
+    sampled = (run_dir / "samples.jsonl").exists() and (run_dir / "samples.jsonl").stat().st_size > 0
+    if ref.exists():
+        old = json.loads(ref.read_text())
+    elif sampled and (run_dir / "config.yaml").exists():
+        old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    else:
+        old = None
+    if old is not None and sampled:
+        defaults = RunConfig().model_dump(mode="json")
+        for section in ("teacher", "prompt", "sampling"):
+            o, n = old.get(section, {}), new[section]
+            # A field added to heal after the run started compares as its default; transport and
+            # throughput settings (threads, retries, timeouts...) do not change what is sampled.
+            diff = {k for k in set(o) | set(n)
+                    if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)}
+            if diff:
+                raise RunMismatch(
+                    f"{run_dir} was sampled with different {section} settings ({', '.join(sorted(diff))}); "
+                    f"use another output_dir to sample with the new ones"
+                )
+    if not ref.exists() or not sampled:
+        atomic_write_text(ref, json.dumps({s: new[s] for s in ("teacher", "prompt", "sampling")}, indent=2) + "\n")
 
 
 def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
