@@ -1,0 +1,65 @@
+"""PACE / baselines / evaluation on the real teacher's data (issue 4). Resumable at every stage.
+
+    python experiments/pace_experiment.py [--set key=value ...]     # e.g. --set train.student=qwen2.5-coder-0.5b
+
+Reuses the GEAR probe's teacher data (experiments/gear_probe.py must have run its sample, repair,
+baselines and filter stages): Stage 0, the default setting's repairs, the answer-guided samples and
+their PURE scores are copied into this run once; answer-guided samples for `hard` problems are added
+here, then PURE, PACE + baselines, evaluation (teacher and students, held-out problems) and the report.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+from heal.config import load_config, parse_override
+from heal.problems import load_problems
+from heal.store import atomic_write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = ROOT / "experiments" / "runs" / "gear-probe"
+PROBE_SETTING = PROBE / "gear" / "first_third_steps-b0"
+
+
+def heldout_file() -> Path:
+    path = ROOT / "experiments" / "data" / "pace_heldout.jsonl"
+    if not path.exists():
+        rows = []
+        for task, params in [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
+                             ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
+                                                   "operators": ["+", "-", "*"]})]:
+            skipped: list[str] = []
+            rows += [p.to_dict() for p in load_problems(f"reasoning_gym:{task}", size=40, seed=900_000,
+                                                         params=params, skipped=skipped)]
+        random.Random(1).shuffle(rows)
+        atomic_write_jsonl(path, rows)
+    return path
+
+
+def seed_run(run: Path) -> None:
+    """Copy the probe's teacher data into this run (once; later stages append to the copies)."""
+    run.mkdir(parents=True, exist_ok=True)
+    for src in [PROBE / n for n in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json",
+                                    "sample_config.json", "config.yaml")] + \
+               [PROBE_SETTING / n for n in ("repairs.jsonl", "guided.jsonl", "scored.jsonl", "reference.jsonl")]:
+        if src.exists() and not (run / src.name).exists():
+            shutil.copy(src, run / src.name)
+
+
+def main() -> None:
+    os.chdir(ROOT)
+    overrides = dict(parse_override(a) for a in sys.argv[1:] if a != "--set")
+    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", overrides)
+    heldout_file()
+    seed_run(Path(cfg.output_dir))
+    from heal.pipeline import run_pipeline
+
+    run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    main()
