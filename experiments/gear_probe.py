@@ -1,6 +1,6 @@
 """GEAR / PURE measured on the real teacher (issue 3). Resumable: every step appends to run stores.
 
-    python experiments/gear_probe.py all          # or: sample | breakpoints | repair | baselines | filter | report
+    python experiments/gear_probe.py all    # or: sample | breakpoints | repair-default | baselines | filter | repair | report
 
 Stages (each reads what the previous wrote; re-running skips what is done):
   sample       Stage 0 on checkable problems (chain_sum + basic_arithmetic), K samples each.
@@ -50,7 +50,7 @@ DEFAULT_SETTING = ("first_third_steps", 0)
 # 2 CPU cores: the default setting repairs every corner problem; the other two the first
 # COMPARE_PROBLEMS of them (the same ones), which is what the per-setting comparison uses.
 COMPARE_PROBLEMS = 20
-EXTRA_PLAIN = 4  # extra unhinted samples per corner problem for the plain-RS baseline
+EXTRA_PLAIN = 2  # extra unhinted samples per corner problem for the plain-RS baseline (= guided.samples)
 
 
 def cfg(**over):
@@ -326,8 +326,11 @@ def stage_report():
     print(json.dumps(out, indent=2, default=float))
 
 
-STAGES = {"sample": stage_sample, "breakpoints": stage_breakpoints, "repair": stage_repair,
-          "baselines": stage_baselines, "filter": stage_filter, "report": stage_report}
+STAGES = {"sample": stage_sample, "breakpoints": stage_breakpoints,
+          "repair-default": lambda: stage_repair([DEFAULT_SETTING]),
+          "baselines": stage_baselines, "filter": stage_filter,
+          "repair": stage_repair,  # the other settings, on the first COMPARE_PROBLEMS corner problems
+          "report": stage_report}
 
 if __name__ == "__main__":
     os.chdir(ROOT)  # config paths are relative to the repository root
