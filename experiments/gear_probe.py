@@ -321,6 +321,23 @@ def stage_report():
             gv = [f(r) for r in genuine if f(r) is not None]
             pure[f"auroc_{name}_real"] = auroc([f(r) for r in fake if f(r) is not None], gv)
             pure[f"auroc_{name}_constructed"] = auroc([f(r) for r in shortcuts if f(r) is not None], gv)
+        # Threshold calibration (reject when score > t): the t that maximises (genuine accepted) -
+        # (unverified accepted) on the real repairs, and the accept rates of every group at it.
+        for name in ("rho_step", "rho_ans"):
+            g = [r[name] for r in genuine if r[name] is not None]
+            f_ = [r[name] for r in fake if r[name] is not None]
+            c_ = [r[name] for r in shortcuts if r[name] is not None]
+            if not g or not f_:
+                continue
+            best = max(sorted(set(g + f_)), key=lambda t: (np.mean([x <= t for x in g]) - np.mean([x <= t for x in f_]), -t))
+            pure[f"threshold_{name}"] = {
+                "t": round(best, 4),
+                "accept_genuine": round(float(np.mean([x <= best for x in g])), 3),
+                "accept_unverified": round(float(np.mean([x <= best for x in f_])), 3),
+                "accept_constructed": round(float(np.mean([x <= best for x in c_])), 3) if c_ else None,
+                "median_genuine": round(float(np.median(g)), 4), "median_unverified": round(float(np.median(f_)), 4),
+                "median_constructed": round(float(np.median(c_)), 4) if c_ else None,
+            }
         out["pure"] = pure
     atomic_write_text(ROOT / "docs" / "results" / "gear-probe.json", json.dumps(out, indent=2, default=float) + "\n")
     print(json.dumps(out, indent=2, default=float))
