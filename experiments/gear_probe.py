@@ -63,23 +63,30 @@ def base_dir() -> Path:
     return ROOT / cfg().output_dir
 
 
-def problems_file() -> Path:
-    """The probe's problem set: chain_sum and basic_arithmetic, sized as in the method doc."""
-    path = ROOT / "experiments" / "data" / "gear_probe_problems.jsonl"
+TASKS = [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
+         # Parentheses stay allowed: without them reasoning-gym 0.1.25 computes left to right and its
+         # answers contradict operator precedence (the loader skips those).
+         ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
+                               "operators": ["+", "-", "*"]})]
+
+
+def write_problem_file(path: Path, size: int, seed: int, shuffle_seed: int) -> Path:
+    """`size` chain_sum + `size` basic_arithmetic problems (the method doc's sizes), shuffled, written once."""
     if not path.exists():
         rows = []
-        for task, params in [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
-                             # Parentheses stay allowed: without them reasoning-gym 0.1.25 computes left to
-                             # right and its answers contradict operator precedence (the loader skips those).
-                             ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
-                                                   "operators": ["+", "-", "*"]})]:
+        for task, params in TASKS:
             skipped: list[str] = []
-            for p in load_problems(f"reasoning_gym:{task}", size=60, seed=2026, params=params, skipped=skipped):
-                rows.append(p.to_dict())
+            rows += [p.to_dict() for p in load_problems(f"reasoning_gym:{task}", size=size, seed=seed, params=params,
+                                                         skipped=skipped)]
             assert not skipped, skipped
-        random.Random(0).shuffle(rows)
+        random.Random(shuffle_seed).shuffle(rows)
         atomic_write_jsonl(path, rows)
     return path
+
+
+def problems_file() -> Path:
+    """The probe's problem set: 60 + 60, seed 2026."""
+    return write_problem_file(ROOT / "experiments" / "data" / "gear_probe_problems.jsonl", 60, 2026, 0)
 
 
 def stage_sample():

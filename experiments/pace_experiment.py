@@ -11,14 +11,11 @@ here, then PURE, PACE + baselines, evaluation (teacher and students, held-out pr
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import sys
 from pathlib import Path
 
 from heal.config import load_config, parse_override
-from heal.problems import load_problems
-from heal.store import atomic_write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "experiments" / "runs" / "gear-probe"
@@ -26,18 +23,11 @@ PROBE_SETTING = PROBE / "gear" / "first_third_steps-b0"
 
 
 def heldout_file() -> Path:
-    path = ROOT / "experiments" / "data" / "pace_heldout.jsonl"
-    if not path.exists():
-        rows = []
-        for task, params in [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
-                             ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
-                                                   "operators": ["+", "-", "*"]})]:
-            skipped: list[str] = []
-            rows += [p.to_dict() for p in load_problems(f"reasoning_gym:{task}", size=40, seed=900_000,
-                                                         params=params, skipped=skipped)]
-        random.Random(1).shuffle(rows)
-        atomic_write_jsonl(path, rows)
-    return path
+    """80 held-out problems (40 + 40, seed 900000: far from the probe's seed 2026)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from gear_probe import write_problem_file
+
+    return write_problem_file(ROOT / "experiments" / "data" / "pace_heldout.jsonl", 40, 900_000, 1)
 
 
 def seed_run(run: Path) -> None:
