@@ -30,10 +30,42 @@ def build_summary(run_dir: Path) -> dict:
             "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
             "verified_share_of_correct": m.get("verified_share_of_correct"),
         }
+    if (run_dir / "data" / "sizes.json").exists():
+        out["data_detail"] = data_detail(run_dir)
     if (run_dir / "repairs.jsonl").exists():
         from heal.gear import summarize_repairs
 
         out["repairs"] = summarize_repairs(run_dir)
+    return out
+
+
+def data_detail(run_dir: Path) -> dict:
+    """Per training set: examples, problems covered (by Stage 0 tier), and how many examples the step
+    checker verifies. Answer-correctness is what admits an example; the step checker is the honest
+    count (repairs that reach the answer often fabricate their derivation)."""
+    from heal.stepcheck import check_steps
+
+    problems = {r["id"]: r for r in read_jsonl(run_dir / "problems.jsonl")}
+    tiers = {r["problem_id"]: r["tier"] for r in read_jsonl(run_dir / "tiers.jsonl")}
+    checked = {}  # D2/D3 records carry the step check made when they were generated
+    for name in ("guided.jsonl", "repairs.jsonl"):
+        if (run_dir / name).exists():
+            checked |= {r["key"]: bool(r.get("derivation_ok")) for r in read_jsonl(run_dir / name)}
+    out = {}
+    for path in sorted((run_dir / "data").glob("*.jsonl")):
+        rows = list(read_jsonl(path))
+        ok = []
+        for ex in rows:
+            if ex["key"] in checked:
+                ok.append(checked[ex["key"]])
+            else:
+                p = problems[ex["problem_id"]]
+                ok.append(check_steps([ex["completion"]], p["answer"], p["question"]).ok)
+        by_tier = {t: len({ex["problem_id"] for ex in rows if tiers.get(ex["problem_id"]) == t})
+                   for t in ("solved", "hard", "corner")}
+        out[path.stem] = {"examples": len(rows), "verified": int(sum(ok)),
+                          "problems": len({ex["problem_id"] for ex in rows}), "problems_by_tier": by_tier,
+                          "verified_problems": len({ex["problem_id"] for ex, o in zip(rows, ok) if o})}
     return out
 
 
@@ -49,6 +81,19 @@ def markdown(summary: dict) -> str:
         d = summary["data"]
         lines += ["| data | D1 | D2 (PURE) | D3 (PURE) | D2 raw | D3 raw | keep-all |", "|---|---|---|---|---|---|---|",
                   f"| examples | {d.get('D1')} | {d.get('D2')} | {d.get('D3')} | {d.get('D2raw')} | {d.get('D3raw')} | {d.get('ALL')} |", ""]
+    if summary.get("data_detail"):
+        dd = summary["data_detail"]
+        lines += ["Training sets (every example is answer-correct except in ALL; *verified*: the arithmetic step "
+                  "checker accepts its derivation):", "",
+                  "| set | examples | step-verified | problems (solved / hard / corner) | problems with a verified example |",
+                  "|---|---|---|---|---|"]
+        for name in ("D1", "D2", "D3", "D2raw", "D3raw", "ALL"):
+            if name in dd:
+                x = dd[name]
+                t = x["problems_by_tier"]
+                lines.append(f"| {name} | {x['examples']} | {x['verified']} ({x['verified'] / max(1, x['examples']):.0%}) | "
+                             f"{x['problems']} ({t['solved']} / {t['hard']} / {t['corner']}) | {x['verified_problems']} |")
+        lines.append("")
     if summary.get("repairs"):
         r = summary["repairs"]
         lines += [f"GEAR: {r['trajectories']} failed trajectories of {r['problems']} problems, {r['continuations']} "
@@ -93,14 +138,22 @@ def plots(run_dir: Path, summary: dict) -> list[Path]:
         fig.savefig(made[-1], dpi=110)
         plt.close(fig)
     if summary.get("data"):
-        d = summary["data"]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.bar(["I: D1", "II: +D2", "III: +D3"], [d["D1"], d["D1"] + d["D2"], d["D1"] + d["D2"] + d["D3"]], color="tab:blue", label="kept (PURE)")
-        ax.bar(["I: D1", "II: +D2", "III: +D3"], [0, d["D2raw"] - d["D2"], d["D3raw"] - d["D3"]],
-               bottom=[d["D1"], d["D1"] + d["D2"], d["D1"] + d["D2"] + d["D3"]], color="tab:gray", alpha=0.5, label="rejected by PURE")
+        d, dd = summary["data"], summary.get("data_detail", {})
+        stages = ["I: D1", "II: +D2", "III: +D3"]
+        kept = [d["D1"], d["D2"], d["D3"]]
+        verified = [dd.get(k, {}).get("verified", 0) for k in ("D1", "D2", "D3")]
+        rejected = [0, d["D2raw"] - d["D2"], d["D3raw"] - d["D3"]]
+        below = [0, d["D1"], d["D1"] + d["D2"]]  # cumulative: each stage adds to the previous ones' data
+        fig, ax = plt.subplots(figsize=(5.4, 3.4))
+        ax.bar(stages, below, color="tab:blue", alpha=0.25, label="earlier stages")
+        ax.bar(stages, verified, bottom=below, color="tab:green", label="new, step-verified")
+        ax.bar(stages, [k - v for k, v in zip(kept, verified)], bottom=[b + v for b, v in zip(below, verified)],
+               color="tab:orange", label="new, answer-correct only")
+        ax.bar(stages, rejected, bottom=[b + k for b, k in zip(below, kept)], color="tab:gray", alpha=0.5,
+               label="rejected by PURE")
         ax.set_ylabel("training examples")
         ax.legend(fontsize=7)
-        ax.set_title("data per PACE stage", fontsize=9)
+        ax.set_title("data per PACE stage (cumulative)", fontsize=9)
         fig.tight_layout()
         made.append(out_dir / "data.png")
         fig.savefig(made[-1], dpi=110)
@@ -114,7 +167,8 @@ def plots(run_dir: Path, summary: dict) -> list[Path]:
                 if vals:
                     ax.hist(vals, bins=20, alpha=0.6, label=f"{label} ({len(vals)})")
             ax.set_title(key, fontsize=9)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.tight_layout()
         made.append(out_dir / "rho.png")
         fig.savefig(made[-1], dpi=110)

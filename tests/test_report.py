@@ -1,0 +1,50 @@
+"""`heal report` on a small fixture run: the markdown table, summary.json, data detail and plots."""
+
+import json
+
+from helpers import write_tiny_run
+
+from heal.config import load_config
+from heal.pace import build_data
+from heal.report import write_report
+from heal.store import atomic_write_jsonl, read_jsonl
+
+
+def test_report_on_fixture(tmp_path, tiny_model_dir):
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir))
+    run = tmp_path / "run"
+    # The generation stages' step checks: one repair (p0's) has a fabricated derivation.
+    for name in ("guided", "repairs"):
+        rows = list(read_jsonl(run / f"{name}.jsonl"))
+        for r in rows:
+            r["derivation_ok"] = not (name == "repairs" and r["problem_id"] == "p0")
+            r |= {"source_key": f"{r['problem_id']}/1", "restart": False, "n_tokens": 10}
+        atomic_write_jsonl(run / f"{name}.jsonl", rows)
+    build_data(cfg, log=lambda *a: None)
+    ev = {"tiers": {"solved": 3, "corner": 1}, "models": {
+        name: {"pass@1": acc, "se": 0.1, "n": 4, "problems": 4, "greedy": acc,
+               "per_tier": {"solved": {"pass@1": acc}, "corner": {"pass@1": 0.0}}, "verified_share_of_correct": 0.5}
+        for name, acc in (("teacher", 0.75), ("sft_rs", 0.25), ("heal", 0.5))}}
+    (run / "eval").mkdir()
+    (run / "eval" / "summary.json").write_text(json.dumps(ev))
+
+    [md_path] = write_report([run])
+    md = md_path.read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert {n: m["pass@1"] for n, m in summary["methods"].items()} == {"teacher": 0.75, "sft_rs": 0.25, "heal": 0.5}
+    assert summary["methods"]["heal"]["per_tier"] == {"solved": 0.5, "corner": 0.0}
+    assert "| heal | 0.500 | 0.100 | 4 | 0.500 | 0.500 | 0.000 | 0.500 |" in md
+    # Data per set: D1 = the two answer-correct Stage 0 samples (p0, p1), each a true derivation;
+    # D2 / D3 = PURE-accepted candidates of p0 and p2 (rho_step 0.5 <= 2.0), p0's repair not verified.
+    d = summary["data_detail"]
+    assert (d["D1"]["examples"], d["D1"]["verified"], d["D1"]["problems"]) == (2, 2, 2)
+    assert (d["D2"]["examples"], d["D2"]["verified"]) == (2, 2)
+    assert (d["D3"]["examples"], d["D3"]["verified"], d["D3"]["verified_problems"]) == (2, 1, 1)
+    assert d["D3"]["problems_by_tier"] == {"solved": 1, "hard": 0, "corner": 1}
+    assert (d["D3raw"]["examples"], d["D3raw"]["verified"]) == (4, 3)
+    assert "| D3 | 2 | 1 (50%) | 2 (1 / 0 / 1) | 1 |" in md
+    assert summary["repairs"]["continuations"] == 4 and summary["repairs"]["derivation_verified"] == 3
+    assert "4 continuations: 4 answer-correct, 3 derivation-verified" in md
+    for png in ("accuracy", "data", "repairs"):
+        assert (run / "report" / f"{png}.png").stat().st_size > 1000
+        assert f"report/{png}.png" in md
