@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from heal.config import load_config
-from heal.pace import METHODS, stage_plan, tokenize_for_student
+from heal.pace import METHODS, cap_per_problem, stage_plan, tokenize_for_student
 from helpers import write_tiny_run
 
 
@@ -86,6 +86,18 @@ def test_stage_plans_are_cumulative_and_budget_matched(tmp_path):
     rs = stage_plan("sft_rs", sizes, cfg)
     assert rs[0]["max_steps"] == 5 + 7 + 10  # ceil(10/2) + ceil(14/2) + ceil(20/2)
     assert set(METHODS) == {"heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"}
+
+
+def test_cap_per_problem_is_seeded_and_order_independent():
+    rows = [{"key": f"p{i % 3}/{j}", "problem_id": f"p{i % 3}"} for i in range(3) for j in range(i + 1)]
+    rows += [{"key": f"q/{j}", "problem_id": "q"} for j in range(5)]
+    capped = cap_per_problem(rows, 2, seed=0)
+    counts = {pid: sum(r["problem_id"] == pid for r in capped) for pid in ("p0", "p1", "p2", "q")}
+    assert counts == {"p0": 1, "p1": 2, "p2": 2, "q": 2}
+    assert [r for r in rows if r in capped] == capped  # original order kept
+    assert {r["key"] for r in cap_per_problem(rows[::-1], 2, seed=0)} == {r["key"] for r in capped}
+    picks = {tuple(sorted(r["key"] for r in cap_per_problem(rows, 2, seed=s) if r["problem_id"] == "q")) for s in range(8)}
+    assert len(picks) > 1  # the seed moves the choice
 
 
 def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir):

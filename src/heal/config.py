@@ -160,6 +160,10 @@ class TrainConfig(_Strict):
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_length: int = Field(1024, gt=0)
+    # At most this many examples per problem in each training set (a seeded random choice; None: all).
+    # Caps how much the many easy problems with K correct samples outweigh the few hard ones, and
+    # bounds the cost of the cumulative stages, which replay D1 each time.
+    max_per_problem: int | None = Field(None, gt=0)
     packing: bool = False
     lora: LoraConfig | None = None  # full fine-tuning by default (small students)
     device: str = "cpu"

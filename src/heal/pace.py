@@ -72,6 +72,8 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
             sets[kind + "raw"].append(ex)
             if r["key"] in scored and verdict(scored[r["key"]], cfg.pure)[0]:
                 sets[kind].append(ex)
+    if cfg.train.max_per_problem:
+        sets = {name: cap_per_problem(rows, cfg.train.max_per_problem, cfg.train.seed) for name, rows in sets.items()}
     data_dir = run_dir / "data"
     for name, rows in sets.items():
         atomic_write_jsonl(data_dir / f"{name}.jsonl", rows)
@@ -79,6 +81,20 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
     atomic_write_text(data_dir / "sizes.json", json.dumps(sizes, indent=2) + "\n")
     log(f"data: {sizes}")
     return sizes
+
+
+def cap_per_problem(rows: list[dict], m: int, seed: int) -> list[dict]:
+    """At most m rows per problem: a seeded random choice (by key, so it does not depend on file
+    order), order otherwise kept."""
+    by_problem: dict[str, list[dict]] = {}
+    for r in rows:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+    keep = set()
+    for pid, rs in by_problem.items():
+        keys = sorted(r["key"] for r in rs)
+        random.Random(f"{seed}/{pid}").shuffle(keys)
+        keep |= set(keys[:m])
+    return [r for r in rows if r["key"] in keep]
 
 
 def same_tokenizer(a, b) -> bool:
