@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from heal.evaluate import contamination, pass_at_1
+from heal.evaluate import contamination, paired_difference, pass_at_1
 
 
 def test_pass_at_1_and_standard_error_on_known_inputs():
@@ -12,6 +12,15 @@ def test_pass_at_1_and_standard_error_on_known_inputs():
     assert (r["problems"], r["n"]) == (3, 4)
     assert pass_at_1({"a": [None, True]})["pass@1"] == 0.5  # a verifier error counts as wrong
     assert pass_at_1({"a": [True]})["se"] is None and pass_at_1({})["pass@1"] is None
+
+
+def test_paired_difference_on_known_inputs():
+    a = {"p": [True, True], "q": [True, False], "r": [False, False], "only_a": [True, True]}
+    b = {"p": [True, False], "q": [False, False], "r": [False, False]}
+    d = paired_difference(a, b)  # per-problem differences 0.5, 0.5, 0.0 over the 3 shared problems
+    assert d["problems"] == 3 and d["diff"] == pytest.approx(1 / 3)
+    assert d["se"] == pytest.approx(math.sqrt(1 / 12) / math.sqrt(3))  # std(ddof=1) of [.5, .5, 0] = sqrt(1/12)
+    assert paired_difference(a, {})["diff"] is None
 
 
 def test_decontamination_ignores_template_but_catches_overlap():

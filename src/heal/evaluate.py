@@ -42,6 +42,18 @@ def pass_at_1(correct_by_problem: dict[str, list[bool | None]]) -> dict:
     return {"pass@1": float(np.mean(per)), "se": se, "problems": len(per), "n": n.most_common(1)[0][0]}
 
 
+def paired_difference(a: dict[str, list[bool | None]], b: dict[str, list[bool | None]]) -> dict:
+    """pass@1(a) - pass@1(b) over the problems both answered, with the paired standard error (std of
+    the per-problem differences / sqrt(P)). Two models on the same problems share the problems'
+    difficulty, so this SE is much smaller than combining the two unpaired ones."""
+    common = [p for p in a if p in b and a[p] and b[p]]
+    d = [float(np.mean([c is True for c in a[p]])) - float(np.mean([c is True for c in b[p]])) for p in common]
+    if not d:
+        return {"diff": None, "se": None, "problems": 0}
+    se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
+    return {"diff": float(np.mean(d)), "se": se, "problems": len(d)}
+
+
 _WORD = re.compile(r"-?\d+(?:\.\d+)?|[a-z]+")
 
 
@@ -150,7 +162,8 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     bar.close()
 
 
-def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None) -> dict:
+def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
+                   baseline: str = "sft_rs") -> dict:
     """Summary over the current held-out set, the current n, and (with `tags`) the current weights."""
     run_dir = Path(cfg.output_dir)
     current = {p["id"] for p in read_jsonl(run_dir / "eval" / "problems.jsonl")}
@@ -171,8 +184,9 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         corner_max = round(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
         tiers[pid] = tier_of(sum(cs), len(cs), cfg.sample.solved_min_pass, corner_max)
     out = {"tiers": dict(Counter(tiers.values())), "models": {}}
+    sampled_by_model = {}
     for name, rs in by_model.items():
-        sampled = defaultdict(list)
+        sampled = sampled_by_model[name] = defaultdict(list)
         for r in rs:
             if r["sample"] != "greedy":
                 sampled[r["problem_id"]].append(r["correct"])
@@ -185,6 +199,14 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
         m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None
         out["models"][name] = m
+    if baseline in sampled_by_model:  # every model against the baseline, paired over problems
+        for name, m in out["models"].items():
+            if name != baseline:
+                base = sampled_by_model[baseline]
+                m[f"vs_{baseline}"] = paired_difference(sampled_by_model[name], base)
+                m[f"vs_{baseline}"]["per_tier"] = {
+                    t: paired_difference({p: c for p, c in sampled_by_model[name].items() if tiers.get(p) == t}, base)
+                    for t in m["per_tier"]}
     atomic_write_text(run_dir / "eval" / "summary.json", json.dumps(out, indent=2) + "\n")
     return out
 
@@ -200,7 +222,7 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
     if models is None:
         final = run_dir / "checkpoints" / "final.json"
         models = json.loads(final.read_text()) if final.exists() else {}
-        models = {"base": cfg.train.student, **models}
+        models = {**models, "base": cfg.train.student}  # the untrained student last: the least informative
     todo = [("teacher", cfg.teacher, "teacher")] + [
         (name, ModelConfig(model=path, engine="hf", device=cfg.train.device, batch_size=cfg.eval.batch_size),
          model_tag(path)) for name, path in models.items()]

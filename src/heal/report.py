@@ -29,6 +29,7 @@ def build_summary(run_dir: Path) -> dict:
             "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
             "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
             "verified_share_of_correct": m.get("verified_share_of_correct"),
+            "vs_sft_rs": m.get("vs_sft_rs"),
         }
     if (run_dir / "data" / "sizes.json").exists():
         out["data_detail"] = data_detail(run_dir)
@@ -108,6 +109,15 @@ def markdown(summary: dict) -> str:
                          + " | ".join(_fmt(m["per_tier"].get(t)) for t in tiers)
                          + f" | {_fmt(m['verified_share_of_correct'])} |")
         lines.append("")
+        paired = {n: m["vs_sft_rs"] for n, m in summary["methods"].items() if m.get("vs_sft_rs")}
+        if paired:
+            lines += ["Difference to sft_rs, paired over the same problems (pass@1 difference ± its paired SE):", "",
+                      "| method | all | " + " | ".join(tiers) + " |", "|" + "---|" * (2 + len(tiers))]
+            for name, d in paired.items():
+                cells = [d] + [d.get("per_tier", {}).get(t) for t in tiers]
+                lines.append(f"| {name} | " + " | ".join(
+                    "-" if not c or c["diff"] is None else f"{c['diff']:+.3f} ± {_fmt(c['se'])}" for c in cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
