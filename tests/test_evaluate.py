@@ -34,3 +34,30 @@ def test_decontamination_ignores_template_but_catches_overlap():
     assert "fresh" not in hits  # shares only the task's boilerplate
     assert hits["copy"]["ngram"] == "exact match"
     assert hits["overlap"]["train_id"] == "t5" and "105 215 335 405" == hits["overlap"]["ngram"]
+
+
+def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_path):
+    """Finished models are not loaded (here neither engine could be: the teacher's server has no
+    address, the students' vllm engine may not be installed); the summary pairs methods with sft_rs."""
+    from heal.config import load_config
+    from heal.evaluate import run_eval
+    from heal.store import atomic_write_jsonl
+
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "teacher.engine": "openai",
+                             "eval.engine": "vllm", "eval.n_samples": 2, "eval.greedy": False})
+    problems = [{"id": f"t{i}", "question": f"{i} + {i}", "answer": str(2 * i)} for i in range(3)]
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", problems)
+    right = {"teacher": [[1, 1], [1, 0], [0, 0]], "sft_rs": [[1, 0], [0, 0], [0, 0]], "heal": [[1, 1], [1, 0], [0, 0]]}
+    recs = [{"key": f"{m}@{'teacher' if m == 'teacher' else 'base'}/t{i}/{j}", "model": m,
+             "tag": "teacher" if m == "teacher" else "base", "problem_id": f"t{i}", "sample": j, "correct": bool(c),
+             "truncated": False, "derivation_ok": bool(c)}
+            for m, rows in right.items() for i, row in enumerate(rows) for j, c in enumerate(row)]
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
+    logs = []
+    out = run_eval(cfg, models={"sft_rs": str(tmp_path / "none"), "heal": str(tmp_path / "none")}, progress=False,
+                   log=logs.append)
+    assert logs.count("eval sft_rs: done, skipping") == 1 and "eval teacher: done, skipping" in logs
+    assert out["models"]["heal"]["pass@1"] == pytest.approx(0.5)
+    d = out["models"]["heal"]["vs_sft_rs"]  # per-problem differences 0.5, 0.5, 0
+    assert d["diff"] == pytest.approx(1 / 3) and d["problems"] == 3
+    assert "vs_sft_rs" not in out["models"]["sft_rs"]
