@@ -1,6 +1,7 @@
 """PACE / baselines / evaluation on the real teacher's data (issue 4). Resumable at every stage.
 
     python experiments/pace_experiment.py [--set key=value ...]     # e.g. --set train.student=qwen2.5-coder-0.5b
+    python experiments/pace_experiment.py publish [--set ...]       # config, report, plots -> docs/results/<run>/
 
 Reuses the GEAR probe's teacher data (experiments/gear_probe.py must have run its sample, repair,
 baselines and filter stages): Stage 0, the default setting's repairs, the answer-guided samples and
@@ -42,8 +43,26 @@ def seed_run(run: Path) -> None:
             shutil.copy(src, run / src.name)
 
 
+def publish(run: Path, dest: Path) -> None:
+    """Copy what a reader needs (config, report, plots, summaries; no model weights or raw samples)."""
+    (dest / "report").mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "report.md", "summary.json", "sample_summary.json"):
+        shutil.copy(run / name, dest / name)
+    for name in ("summary.json", "contamination.json"):
+        shutil.copy(run / "eval" / name, dest / f"eval-{name}")
+    shutil.copy(run / "data" / "sizes.json", dest / "data-sizes.json")
+    for png in (run / "report").glob("*.png"):
+        shutil.copy(png, dest / "report" / png.name)
+    print(f"published {run} -> {dest}")
+
+
 def main() -> None:
     os.chdir(ROOT)
+    if sys.argv[1:2] == ["publish"]:  # python experiments/pace_experiment.py publish [--set ...]
+        sys.argv.pop(1)
+        cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml",
+                          dict(parse_override(a) for a in sys.argv[1:] if a != "--set"))
+        return publish(Path(cfg.output_dir), ROOT / "docs" / "results" / Path(cfg.output_dir).name)
     overrides = dict(parse_override(a) for a in sys.argv[1:] if a != "--set")
     cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", overrides)
     heldout_file()
