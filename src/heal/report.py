@@ -23,7 +23,8 @@ def _fmt(x, digits=3):
 def build_summary(run_dir: Path) -> dict:
     ev = _load(run_dir / "eval" / "summary.json") or {"models": {}, "tiers": {}}
     out = {"run": str(run_dir), "stage0": _load(run_dir / "sample_summary.json"),
-           "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}), "methods": {}}
+           "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}), "methods": {},
+           "data_uncapped": _load(run_dir / "data" / "uncapped_sizes.json")}
     for name, m in ev.get("models", {}).items():
         out["methods"][name] = {
             "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
@@ -81,7 +82,12 @@ def markdown(summary: dict) -> str:
     if summary.get("data"):
         d = summary["data"]
         lines += ["| data | D1 | D2 (PURE) | D3 (PURE) | D2 raw | D3 raw | keep-all |", "|---|---|---|---|---|---|---|",
-                  f"| examples | {d.get('D1')} | {d.get('D2')} | {d.get('D3')} | {d.get('D2raw')} | {d.get('D3raw')} | {d.get('ALL')} |", ""]
+                  f"| examples | {d.get('D1')} | {d.get('D2')} | {d.get('D3')} | {d.get('D2raw')} | {d.get('D3raw')} | {d.get('ALL')} |"]
+        if summary.get("data_uncapped"):  # train.max_per_problem was set: the sets above are capped
+            u = summary["data_uncapped"]
+            lines.append(f"| before the per-problem cap | {u.get('D1')} | {u.get('D2')} | {u.get('D3')} | {u.get('D2raw')} | "
+                         f"{u.get('D3raw')} | {u.get('ALL')} |")
+        lines.append("")
     if summary.get("data_detail"):
         dd = summary["data_detail"]
         lines += ["Training sets (every example is answer-correct except in ALL; *verified*: the arithmetic step "
@@ -163,7 +169,8 @@ def plots(run_dir: Path, summary: dict) -> list[Path]:
                label="rejected by PURE")
         ax.set_ylabel("training examples")
         ax.legend(fontsize=7)
-        ax.set_title("data per PACE stage (cumulative)", fontsize=9)
+        ax.set_title("data per PACE stage (cumulative" + (", capped per problem)" if summary.get("data_uncapped") else ")"),
+                     fontsize=9)
         fig.tight_layout()
         made.append(out_dir / "data.png")
         fig.savefig(made[-1], dpi=110)
