@@ -76,7 +76,7 @@ def main() -> None:
         from heal.evaluate import run_eval
 
         run_eval(cfg, models={})  # the teacher here: its llama.cpp engine is not in the vLLM environment
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
         sets = [x for a in sys.argv[1:] if a != "--set" for x in ("--set", a)]
         subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c",
                         str(ROOT / "experiments" / "pace_experiment.yaml"), *sets], check=True, env=env)

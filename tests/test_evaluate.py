@@ -50,7 +50,8 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     right = {"teacher": [[1, 1], [1, 0], [0, 0]], "sft_rs": [[1, 0], [0, 0], [0, 0]], "heal": [[1, 1], [1, 0], [0, 0]]}
     recs = [{"key": f"{m}@{'teacher' if m == 'teacher' else 'base'}/t{i}/{j}", "model": m,
              "tag": "teacher" if m == "teacher" else "base", "problem_id": f"t{i}", "sample": j, "correct": bool(c),
-             "truncated": False, "derivation_ok": bool(c)}
+             "truncated": False, "derivation_ok": bool(c), "pred": str(2 * i) if c else None,
+             "text": ("0 + 0 = 0." if j == 0 else "0 + 1 = 2.") if (m, i) == ("heal", 0) else "no working"}
             for m, rows in right.items() for i, row in enumerate(rows) for j, c in enumerate(row)]
     atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
     logs = []
@@ -64,3 +65,6 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     assert d["per_tier"]["solved"] == {"diff": pytest.approx(0.5), "se": pytest.approx(0.0), "problems": 2}
     assert d["per_tier"]["corner"] == {"diff": 0.0, "se": None, "problems": 1}
     assert "vs_sft_rs" not in out["models"]["sft_rs"]
+    # Graded signals: heal's t0 outputs hold one true and one false equation, none of the others any.
+    assert out["models"]["heal"]["equations"] == 2 and out["models"]["heal"]["equation_accuracy"] == 0.5
+    assert out["models"]["heal"]["answer_rate"] == 0.5  # a prediction on its 3 correct samples of 6

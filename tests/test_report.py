@@ -36,7 +36,7 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     summary = json.loads((run / "summary.json").read_text())
     assert {n: m["pass@1"] for n, m in summary["methods"].items()} == {"teacher": 0.75, "sft_rs": 0.25, "heal": 0.5}
     assert summary["methods"]["heal"]["per_tier"] == {"solved": 0.5, "corner": 0.0}
-    assert "| heal | 0.500 | 0.100 | 4 | 0.500 | 0.500 | 0.000 | 0.500 |" in md
+    assert "| heal | 0.500 | 0.100 | 4 | 0.500 | 0.500 | 0.000 | 0.500 | - | - (-) |" in md
     assert "| heal | +0.250 ± 0.050 | +0.250 ± 0.100 | +0.000 ± - |" in md
     # Data per set: D1 = the two answer-correct Stage 0 samples (p0, p1), each a true derivation;
     # D2 / D3 = PURE-accepted candidates of p0 and p2 (rho_step 0.5 <= 2.0), p0's repair not verified.

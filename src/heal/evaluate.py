@@ -25,7 +25,7 @@ from heal.config import RunConfig
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.problems import from_config
 from heal.sample import stable_seed, tier_of
-from heal.stepcheck import check_steps
+from heal.stepcheck import check_steps, equations
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 from heal.verify import Verifier
 
@@ -203,6 +203,13 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})
                          for t in ("solved", "hard", "corner") if any(tiers.get(p) == t for p in sampled)}
         m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
+        # Graded signals for students too weak to finish many problems: how often an answer is given
+        # at all, and the share of the arithmetic equations they write that are true.
+        texts = [r for r in rs if r["sample"] != "greedy"]
+        m["answer_rate"] = float(np.mean([r.get("pred") is not None for r in texts])) if texts else None
+        eqs = [e.ok for r in texts for e in equations(r.get("text") or "")]
+        m["equations"] = len(eqs)
+        m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
         m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None
         out["models"][name] = m
     if baseline in sampled_by_model:  # every model against the baseline, paired over problems

@@ -31,6 +31,8 @@ def build_summary(run_dir: Path) -> dict:
             "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
             "verified_share_of_correct": m.get("verified_share_of_correct"),
             "vs_sft_rs": m.get("vs_sft_rs"),
+            "answer_rate": m.get("answer_rate"), "equation_accuracy": m.get("equation_accuracy"),
+            "equations": m.get("equations"),
         }
     if (run_dir / "data" / "sizes.json").exists():
         out["data_detail"] = data_detail(run_dir)
@@ -108,12 +110,14 @@ def markdown(summary: dict) -> str:
                   f"problems repaired {r['problems_answer_repaired']} (answer) / {r['problems_verified_repaired']} (verified).", ""]
     if summary["methods"]:
         tiers = [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
-        head = "| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers) + " | verified / correct |"
-        lines += [head, "|" + "---|" * (6 + len(tiers))]
+        head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers)
+                + " | verified / correct | answered | true equations |")
+        lines += [head, "|" + "---|" * (8 + len(tiers))]
         for name, m in summary["methods"].items():
             lines.append(f"| {name} | {_fmt(m['pass@1'])} | {_fmt(m['se'])} | {m['n']} | {_fmt(m['greedy'])} | "
                          + " | ".join(_fmt(m["per_tier"].get(t)) for t in tiers)
-                         + f" | {_fmt(m['verified_share_of_correct'])} |")
+                         + f" | {_fmt(m['verified_share_of_correct'])} | {_fmt(m.get('answer_rate'))} | "
+                         + f"{_fmt(m.get('equation_accuracy'))} ({m.get('equations') if m.get('equations') is not None else '-'}) |")
         lines.append("")
         paired = {n: m["vs_sft_rs"] for n, m in summary["methods"].items() if m.get("vs_sft_rs")}
         if paired:
