@@ -1,0 +1,65 @@
+"""Student evaluation throughput: transformers' padded batches vs vLLM's continuous batching, on the
+held-out questions and sampling settings of the PACE experiment (answers of very different lengths).
+
+    python benchmarks/eval_engines.py --engine hf --model experiments/runs/pace-smollm2/checkpoints/sft_rs/stage-single
+    VLLM_CPU_KVCACHE_SPACE=4 .venv-vllm/bin/python benchmarks/eval_engines.py --engine vllm --model ...
+
+Rows are merged into benchmarks/results/eval-engines.json. A trained student (not the base model,
+which rarely stops) is the realistic case: most answers end early and a padded batch waits for its
+longest one. Numbers are for this machine (2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from heal.config import ModelConfig, load_config
+from heal.engines import make_engine
+from heal.engines.base import SamplingParams, chat_prompt_ids
+from heal.store import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=["hf", "vllm"], required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16, help="hf: rows per generate() call")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval-engines.json"))
+    args = ap.parse_args()
+    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml")
+    problems = list(read_jsonl(ROOT / "experiments" / "data" / "pace_heldout.jsonl"))[: args.prompts]
+    mc = ModelConfig(model=args.model, engine=args.engine, batch_size=args.batch_size, threads=2,
+                     engine_args=cfg.eval.engine_args if args.engine == "vllm" else {})
+    t_load = time.time()
+    eng = make_engine(mc)
+    t_load = time.time() - t_load
+    prompts = [chat_prompt_ids(eng.tokenizer, cfg.prompt.template.format(question=p["question"]), cfg.prompt.system)
+               for p in problems]
+    s = cfg.sampling
+    params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
+    chunk = args.batch_size if args.engine == "hf" else len(prompts)
+    t0, tokens = time.time(), 0
+    for i in range(0, len(prompts), chunk):
+        part = prompts[i : i + chunk]
+        comps = eng.generate(part, params, n=1, record_entropy=False, seeds=list(range(i, i + len(part))))
+        tokens += sum(len(c[0].token_ids) for c in comps)
+    dt = time.time() - t0
+    eng.close()
+    row = {"engine": args.engine, "model": args.model, "prompts": len(prompts), "batch_size": chunk,
+           "max_new_tokens": s.max_new_tokens, "tokens": tokens, "seconds": round(dt, 1),
+           "tok_per_s": round(tokens / dt, 1), "answers_per_s": round(len(prompts) / dt, 3), "load_s": round(t_load, 1)}
+    print(json.dumps(row))
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    rows = [r for r in rows if (r["engine"], r["model"]) != (row["engine"], row["model"])] + [row]
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
