@@ -83,12 +83,12 @@ def markdown(summary: dict) -> str:
                   f"corner {t['corner']} (teacher ceiling: {t['corner'] / max(1, s0['problems']):.1%} corner).", ""]
     if summary.get("data"):
         d = summary["data"]
+        sizes_row = lambda label, x: f"| {label} | " + " | ".join(  # noqa: E731
+            str(x.get(k)) for k in ("D1", "D2", "D3", "D2raw", "D3raw", "ALL")) + " |"
         lines += ["| data | D1 | D2 (PURE) | D3 (PURE) | D2 raw | D3 raw | keep-all |", "|---|---|---|---|---|---|---|",
-                  f"| examples | {d.get('D1')} | {d.get('D2')} | {d.get('D3')} | {d.get('D2raw')} | {d.get('D3raw')} | {d.get('ALL')} |"]
+                  sizes_row("examples", d)]
         if summary.get("data_uncapped"):  # train.max_per_problem was set: the sets above are capped
-            u = summary["data_uncapped"]
-            lines.append(f"| before the per-problem cap | {u.get('D1')} | {u.get('D2')} | {u.get('D3')} | {u.get('D2raw')} | "
-                         f"{u.get('D3raw')} | {u.get('ALL')} |")
+            lines.append(sizes_row("before the per-problem cap", summary["data_uncapped"]))
         lines.append("")
     if summary.get("data_detail"):
         dd = summary["data_detail"]
