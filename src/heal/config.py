@@ -192,7 +192,7 @@ class EvalConfig(_Strict):
     batch_size: int = Field(8, gt=0)  # student generation: sequences per generate() call
     # Engine for the students (the teacher uses teacher.engine). vllm batches continuously: on 2 CPU
     # cores it generated a SmolLM2 student's answers 2.2x faster than transformers' padded batches,
-    # wait for the longest answer. engine_args go to vllm.LLM (max_model_len, ...).
+    # whose rows wait for the longest answer. engine_args go to vllm.LLM (max_model_len, ...).
     engine: Literal["hf", "vllm"] = "hf"
     engine_args: dict[str, Any] = Field(default_factory=dict)
 
