@@ -53,18 +53,21 @@ def publish(run: Path, dest: Path) -> None:
     shutil.copy(run / "data" / "sizes.json", dest / "data-sizes.json")
     for png in (run / "report").glob("*.png"):
         shutil.copy(png, dest / "report" / png.name)
+    # Each trained stage's record (steps, loss curve, settings); the weights stay out of git.
+    for meta in sorted((run / "checkpoints").glob("*/stage-*/heal_stage.json")):
+        (dest / "training").mkdir(exist_ok=True)
+        shutil.copy(meta, dest / "training" / f"{meta.parent.parent.name}-{meta.parent.name}.json")
     print(f"published {run} -> {dest}")
 
 
 def main() -> None:
     os.chdir(ROOT)
-    if sys.argv[1:2] == ["publish"]:  # python experiments/pace_experiment.py publish [--set ...]
-        sys.argv.pop(1)
-        cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml",
-                          dict(parse_override(a) for a in sys.argv[1:] if a != "--set"))
+    args = sys.argv[1:]
+    publishing = args[:1] == ["publish"]  # python experiments/pace_experiment.py publish [--set ...]
+    overrides = [a for a in args[publishing:] if a != "--set"]
+    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", dict(parse_override(a) for a in overrides))
+    if publishing:
         return publish(Path(cfg.output_dir), ROOT / "docs" / "results" / Path(cfg.output_dir).name)
-    overrides = dict(parse_override(a) for a in sys.argv[1:] if a != "--set")
-    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", overrides)
     heldout_file()
     seed_run(Path(cfg.output_dir))
     from heal.pipeline import run_pipeline
@@ -77,7 +80,7 @@ def main() -> None:
 
         run_eval(cfg, models={})  # the teacher here: its llama.cpp engine is not in the vLLM environment
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
-        sets = [x for a in sys.argv[1:] if a != "--set" for x in ("--set", a)]
+        sets = [x for a in overrides for x in ("--set", a)]
         subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c",
                         str(ROOT / "experiments" / "pace_experiment.yaml"), *sets], check=True, env=env)
         print(f"report: {write_report([cfg.output_dir])[0]}")

@@ -192,10 +192,10 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
     out = {"tiers": dict(Counter(tiers.values())), "models": {}}
     sampled_by_model = {}
     for name, rs in by_model.items():
+        texts = [r for r in rs if r["sample"] != "greedy"]
         sampled = sampled_by_model[name] = defaultdict(list)
-        for r in rs:
-            if r["sample"] != "greedy":
-                sampled[r["problem_id"]].append(r["correct"])
+        for r in texts:
+            sampled[r["problem_id"]].append(r["correct"])
         greedy = [r for r in rs if r["sample"] == "greedy"]
         correct = [r for r in rs if r["correct"] is True]
         m = pass_at_1(sampled)
@@ -205,7 +205,6 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
         # Graded signals for students too weak to finish many problems: how often an answer is given
         # at all, and the share of the arithmetic equations they write that are true.
-        texts = [r for r in rs if r["sample"] != "greedy"]
         m["answer_rate"] = float(np.mean([r.get("pred") is not None for r in texts])) if texts else None
         eqs = [e.ok for r in texts for e in equations(r.get("text") or "")]
         m["equations"] = len(eqs)

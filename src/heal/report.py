@@ -58,13 +58,11 @@ def data_detail(run_dir: Path) -> dict:
     out = {}
     for path in sorted((run_dir / "data").glob("*.jsonl")):
         rows = list(read_jsonl(path))
-        ok = []
-        for ex in rows:
-            if ex["key"] in checked:
-                ok.append(checked[ex["key"]])
-            else:
+        for ex in rows:  # Stage 0 examples (D1 is part of ALL): checked once each
+            if ex["key"] not in checked:
                 p = problems[ex["problem_id"]]
-                ok.append(check_steps([ex["completion"]], p["answer"], p["question"]).ok)
+                checked[ex["key"]] = check_steps([ex["completion"]], p["answer"], p["question"]).ok
+        ok = [checked[ex["key"]] for ex in rows]
         by_tier = {t: len({ex["problem_id"] for ex in rows if tiers.get(ex["problem_id"]) == t})
                    for t in ("solved", "hard", "corner")}
         out[path.stem] = {"examples": len(rows), "verified": int(sum(ok)),
