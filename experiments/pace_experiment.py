@@ -64,7 +64,7 @@ def main() -> None:
     os.chdir(ROOT)
     args = sys.argv[1:]
     publishing = args[:1] == ["publish"]  # python experiments/pace_experiment.py publish [--set ...]
-    overrides = [a for a in args[publishing:] if a != "--set"]
+    overrides = [a for a in args[publishing:] if a not in ("--set", "-s")]  # as `heal run -s key=value`
     cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", dict(parse_override(a) for a in overrides))
     if publishing:
         return publish(Path(cfg.output_dir), ROOT / "docs" / "results" / Path(cfg.output_dir).name)

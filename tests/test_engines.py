@@ -173,3 +173,11 @@ def test_llamacpp_parallel_sequences(llamacpp_parallel, llamacpp_smollm2, hf_smo
     [[cont]] = llamacpp_parallel.generate([prompt + full.token_ids[:cut]],
                                           SamplingParams(temperature=0.0, max_new_tokens=GREEDY.max_new_tokens - cut))
     assert full.token_ids[:cut] + cont.token_ids == full.token_ids
+
+
+def test_make_engine_batch_size_default_and_override(tiny_model_dir):
+    from heal.config import ModelConfig
+    from heal.engines import make_engine
+
+    assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf")).batch_size == 8  # unset: hf's default
+    assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf", batch_size=3)).batch_size == 3

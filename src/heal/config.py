@@ -25,7 +25,10 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32 is ~5x faster than bf16 on CPUs
     n_ctx: int = Field(4096, gt=0)  # llamacpp context window
     threads: int | None = None  # llamacpp threads (None: all cores)
-    batch_size: int = Field(8, gt=0)  # hf engine: sequences per generate() call
+    # Prompts per generate() call. hf: one padded batch (None: 8); vllm: one call, scheduled
+    # continuously inside (None: 256); results are written after each call, so a smaller value loses
+    # less to an interrupt.
+    batch_size: int | None = Field(None, gt=0)
     parallel: int = Field(1, gt=0)  # llamacpp: sequences decoded together (one batched step for all)
     # openai engine: `model` names the local tokenizer (alias, folder or hub id); the server is below.
     base_url: str | None = None  # e.g. http://localhost:8000 (the /v1 endpoints are appended)
@@ -165,6 +168,10 @@ class TrainConfig(_Strict):
     # bounds the cost of the cumulative stages, which replay D1 each time.
     max_per_problem: int | None = Field(None, gt=0)
     packing: bool = False
+    # Recompute activations in the backward pass (TRL's default: on): less memory for one more
+    # forward pass. Off is fine where memory is plenty (a 0.5B student at batch 8 in 24 GiB of CPU
+    # RAM). Speed and memory only, the same updates: not part of a stage's fingerprint.
+    gradient_checkpointing: bool = True
     lora: LoraConfig | None = None  # full fine-tuning by default (small students)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -189,7 +196,7 @@ class EvalConfig(_Strict):
     greedy: bool = True
     ngram: int = Field(8, gt=0)  # decontamination: shared word n-grams (numbers are words)
     df_max: float = Field(0.05, gt=0, le=1)  # n-grams in more than this share of training questions are template
-    batch_size: int = Field(8, gt=0)  # student generation: sequences per generate() call
+    batch_size: int | None = Field(None, gt=0)  # student generation: prompts per call (see ModelConfig.batch_size)
     # Engine for the students (the teacher uses teacher.engine). vllm batches continuously: on 2 CPU
     # cores it generated a SmolLM2 student's answers 2.2x faster than transformers' padded batches,
     # whose rows wait for the longest answer. engine_args go to vllm.LLM (max_model_len, ...).

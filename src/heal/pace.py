@@ -174,6 +174,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
         max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16", fp16=tc.dtype == "float16",
         completion_only_loss=None, dataset_num_proc=None, disable_tqdm=not tc.progress,
+        gradient_checkpointing=tc.gradient_checkpointing,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tok, peft_config=peft_config)
@@ -257,7 +258,7 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
-            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress"} | (
+            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress", "gradient_checkpointing"} | (
                 {"max_per_problem"} if cfg.train.max_per_problem is None else set()))  # older runs keep their fingerprints
             fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
                                          .encode()).hexdigest()[:16]
