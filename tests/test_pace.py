@@ -85,6 +85,10 @@ def test_stage_plans_are_cumulative_and_budget_matched(tmp_path):
     assert [p["data"] for p in heal] == [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]]
     rs = stage_plan("sft_rs", sizes, cfg)
     assert rs[0]["max_steps"] == 5 + 7 + 10  # ceil(10/2) + ceil(14/2) + ceil(20/2)
+    assert all(p["max_steps"] is None for p in heal)  # heal trains its epochs: it sets the budget
+    no_pure = stage_plan("heal_no_pure", sizes, cfg)
+    assert [p["data"] for p in no_pure] == [["D1"], ["D1", "D2raw"], ["D1", "D2raw", "D3raw"]]
+    assert [p["max_steps"] for p in no_pure] == [5, 7, 10]  # heal's steps stage by stage, not ceil(18/2), ceil(30/2)
     assert set(METHODS) == {"heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"}
 
 

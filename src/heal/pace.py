@@ -211,16 +211,19 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
         sc = tc.stages[names[i]] if len(METHODS[method]) == 3 else tc.single
         plan.append({"name": names[i] if len(METHODS[method]) == 3 else "single", "data": sets,
                      "epochs": sc.epochs, "learning_rate": sc.learning_rate, "max_steps": None})
-    if tc.match_budget and len(plan) == 1:
-        # Matched budget: a one-stage method takes as many optimizer steps as the HEAL curriculum
-        # spends in total on its (cumulative) stages, so no method wins by training longer. Steps
-        # per stage as the Trainer counts them: ceil(epochs * ceil(n / (batch * accum * processes))).
+    if tc.match_budget and method != "heal":
+        # Matched budget: every method takes as many optimizer steps as the HEAL curriculum, so no
+        # method wins by training longer: a one-stage method all of HEAL's steps, a three-stage one
+        # (heal_no_pure, whose unfiltered sets are larger) HEAL's steps stage by stage. Steps per
+        # stage as the Trainer counts them: ceil(epochs * ceil(n / (batch * accum * processes))).
         per_step = tc.batch_size * tc.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
-        heal_steps = 0
-        for i, sets in enumerate(METHODS["heal"]):
-            n = sum(sizes.get(s, 0) for s in sets)
-            heal_steps += math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(n / per_step)))
-        plan[0]["max_steps"] = heal_steps
+        heal_steps = [math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(sum(sizes.get(s, 0) for s in sets) / per_step)))
+                      for i, sets in enumerate(METHODS["heal"])]
+        if len(plan) == 1:
+            plan[0]["max_steps"] = sum(heal_steps)
+        else:
+            for stage, steps in zip(plan, heal_steps):
+                stage["max_steps"] = steps
     return plan
 
 
