@@ -1,7 +1,8 @@
 """PACE / baselines / evaluation on the real teacher's data (issue 4). Resumable at every stage.
 
     python experiments/pace_experiment.py [--set key=value ...]     # e.g. --set train.student=qwen2.5-coder-0.5b
-    python experiments/pace_experiment.py publish [--set ...]       # config, report, plots -> docs/results/<run>/
+    python experiments/pace_experiment.py --overrides experiments/pace_qwen0.5b.yaml   # the 0.5B student
+    python experiments/pace_experiment.py publish [--set ... | --overrides FILE]   # config, report, plots -> docs/results/<run>/
 
 Reuses the GEAR probe's teacher data (experiments/gear_probe.py must have run its sample, repair,
 baselines and filter stages): Stage 0, the default setting's repairs, the answer-guided samples and
@@ -16,7 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 from heal.config import load_config, parse_override
 
@@ -60,12 +64,33 @@ def publish(run: Path, dest: Path) -> None:
     print(f"published {run} -> {dest}")
 
 
+def parse_args(args: list[str]) -> dict:
+    """`--set key=value` / `-s key=value` (as `heal run`) and `--overrides FILE`: a YAML mapping of the
+    same dotted keys (experiments/pace_qwen0.5b.yaml), applied in the order given."""
+    overrides: dict = {}
+    it = iter(args)
+    for a in it:
+        if a in ("--set", "-s"):
+            continue
+        if a == "--overrides":
+            path = next(it, None)
+            if path is None:
+                raise SystemExit("--overrides needs a file")
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(raw, dict):
+                raise SystemExit(f"{path}: expected a mapping of dotted keys to values")
+            overrides.update(raw)
+        else:
+            overrides.update([parse_override(a)])
+    return overrides
+
+
 def main() -> None:
     os.chdir(ROOT)
     args = sys.argv[1:]
     publishing = args[:1] == ["publish"]  # python experiments/pace_experiment.py publish [--set ...]
-    overrides = [a for a in args[publishing:] if a not in ("--set", "-s")]  # as `heal run -s key=value`
-    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", dict(parse_override(a) for a in overrides))
+    overrides = parse_args(args[publishing:])
+    cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml", overrides)
     if publishing:
         return publish(Path(cfg.output_dir), ROOT / "docs" / "results" / Path(cfg.output_dir).name)
     heldout_file()
@@ -80,9 +105,11 @@ def main() -> None:
 
         run_eval(cfg, models={})  # the teacher here: its llama.cpp engine is not in the vLLM environment
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
-        sets = [x for a in overrides for x in ("--set", a)]
-        subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c",
-                        str(ROOT / "experiments" / "pace_experiment.yaml"), *sets], check=True, env=env)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as resolved:  # this run's config, overrides applied
+            yaml.safe_dump(cfg.model_dump(mode="json"), resolved)
+            resolved.flush()
+            subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c", resolved.name],
+                           check=True, env=env)
         print(f"report: {write_report([cfg.output_dir])[0]}")
     else:
         run_pipeline(cfg)
