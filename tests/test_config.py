@@ -54,7 +54,11 @@ def test_shipped_configs_load():
 
     root = Path(__file__).resolve().parent.parent
     for path in [*root.glob("configs/*.yaml"), *root.glob("configs/scale/*.yaml"), *root.glob("experiments/*.yaml")]:
-        load_config(path)
+        raw = yaml.safe_load(path.read_text())
+        if any("." in key for key in raw):  # an overlay of dotted overrides (pace_experiment.py --overrides)
+            load_config(root / "experiments" / "pace_experiment.yaml", raw)
+        else:
+            load_config(path)
     server, ray = load_config(root / "configs/scale/qwq-server.yaml"), load_config(root / "configs/scale/qwq-ray.yaml")
     assert server.teacher.engine == "openai" and server.pure.scorer_engine == "teacher"
     assert ray.teacher.engine == "vllm" and ray.launcher.kind == "ray" and ray.launcher.gpus_per_worker == 4
