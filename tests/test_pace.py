@@ -138,3 +138,39 @@ def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir)
     faster = cfg.model_copy(update={"train": cfg.train.model_copy(update={"gradient_checkpointing": False})})
     run_train(faster, log=lambda *a: None)
     assert (run / "checkpoints" / "heal" / "stage-III" / "DONE").stat().st_mtime == mtime
+
+
+def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    from transformers import Trainer
+
+    from heal.pace import train_stage
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_steps": 2, "progress": False})})
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 8
+    stage = {"name": "I", "epochs": 1, "learning_rate": 1e-4, "max_steps": 4, "fingerprint": "f1"}
+    out = tmp_path / "stage-I"
+    save = Trainer._save_checkpoint
+
+    def save_then_interrupt(self, *a, **k):  # Ctrl-C right after the step-2 checkpoint is written
+        save(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=lambda *a: None)
+    assert (tmp_path / "stage-I.partial" / "checkpoint-2").is_dir() and not out.exists()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    said = []
+    meta = train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=said.append)
+    assert said[0] == "resuming stage-I from checkpoint-2"
+    assert meta["steps"] == 4 and (out / "DONE").exists()
+    assert not list(out.glob("checkpoint-*")) and not (out / "heal_fingerprint").exists()
+    # A checkpoint of other inputs (another fingerprint) is never resumed.
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=lambda *a: None)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    said = []
+    train_stage(tiny_model_dir, rows, out, cfg, stage | {"fingerprint": "f2"}, seed=0, log=said.append)
+    assert not any(s.startswith("resuming") for s in said)

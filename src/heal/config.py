@@ -172,6 +172,10 @@ class TrainConfig(_Strict):
     # forward pass. Off is fine where memory is plenty (a 0.5B student at batch 8 in 24 GiB of CPU
     # RAM). Speed and memory only, the same updates: not part of a stage's fingerprint.
     gradient_checkpointing: bool = True
+    # Save a resumable checkpoint (weights, optimizer, scheduler, RNG) every this many optimizer
+    # steps inside a stage (None: only finished stages survive an interrupt). The next run with
+    # the same stage fingerprint resumes from the latest one. Not part of the fingerprint.
+    save_steps: int | None = Field(None, gt=0)
     lora: LoraConfig | None = None  # full fine-tuning by default (small students)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -162,23 +162,35 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
 
         peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
                                  target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+    from transformers.trainer_utils import get_last_checkpoint
+
     state = PartialState()  # one process, or one of several under `accelerate launch`
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    marker = tmp / "heal_fingerprint"  # which stage the mid-stage checkpoints in tmp belong to
     if state.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+        same = marker.exists() and marker.read_text() == str(stage.get("fingerprint"))
+        if not (same and tc.save_steps and get_last_checkpoint(str(tmp))):
+            shutil.rmtree(tmp)  # an interrupted stage without a usable checkpoint starts again
+    if state.is_main_process:
+        tmp.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(stage.get("fingerprint")))
     state.wait_for_everyone()
+    resume = get_last_checkpoint(str(tmp)) if tc.save_steps else None
+    if resume:
+        log(f"resuming {out_dir.name} from {Path(resume).name}")
     args = SFTConfig(
         output_dir=str(tmp), num_train_epochs=stage["epochs"], learning_rate=stage["learning_rate"],
         max_steps=stage.get("max_steps") or -1, per_device_train_batch_size=tc.batch_size,
         gradient_accumulation_steps=tc.grad_accum, lr_scheduler_type=tc.lr_scheduler, warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio
-        logging_steps=1, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        logging_steps=1, save_strategy="steps" if tc.save_steps else "no", save_steps=tc.save_steps or 500,
+        save_total_limit=1, report_to="none", seed=seed, data_seed=seed,
         max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16", fp16=tc.dtype == "float16",
         completion_only_loss=None, dataset_num_proc=None, disable_tqdm=not tc.progress,
         gradient_checkpointing=tc.gradient_checkpointing,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tok, peft_config=peft_config)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     if tc.lora and tc.lora.merge:
         if state.is_main_process:
             trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(tmp)
@@ -189,6 +201,9 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
             "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed,
             "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
     if state.is_main_process:
+        for ckpt in tmp.glob("checkpoint-*"):  # mid-stage checkpoints: not part of the stage's result
+            shutil.rmtree(ckpt)
+        marker.unlink(missing_ok=True)
         tok.save_pretrained(tmp)
         (tmp / "heal_stage.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():
@@ -261,7 +276,7 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
-            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress", "gradient_checkpointing"} | (
+            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress", "gradient_checkpointing", "save_steps"} | (
                 {"max_per_problem"} if cfg.train.max_per_problem is None else set()))  # older runs keep their fingerprints
             fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
                                          .encode()).hexdigest()[:16]
