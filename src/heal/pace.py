@@ -32,6 +32,10 @@ from heal.pure import verdict
 from heal.sample import load_stage0
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 
+# Train settings that do not change what a stage learns (what to train, progress bars, speed, memory,
+# mid-stage saves): changing them reuses finished stages.
+NOT_IN_FINGERPRINT = {"methods", "progress", "gradient_checkpointing", "save_steps"}
+
 METHODS: dict[str, list[list[str]]] = {
     "heal": [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]],
     "sft_rs": [["D1"]],
@@ -232,8 +236,10 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
         # (heal_no_pure, whose unfiltered sets are larger) HEAL's steps stage by stage. Steps per
         # stage as the Trainer counts them: ceil(epochs * ceil(n / (batch * accum * processes))).
         per_step = tc.batch_size * tc.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
-        heal_steps = [math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(sum(sizes.get(s, 0) for s in sets) / per_step)))
-                      for i, sets in enumerate(METHODS["heal"])]
+        heal_steps = []
+        for i, sets in enumerate(METHODS["heal"]):
+            n = sum(sizes.get(s, 0) for s in sets)
+            heal_steps.append(math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(n / per_step))))
         if len(plan) == 1:
             plan[0]["max_steps"] = sum(heal_steps)
         else:
@@ -276,7 +282,7 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
-            train_keys = cfg.train.model_dump(mode="json", exclude={"methods", "progress", "gradient_checkpointing", "save_steps"} | (
+            train_keys = cfg.train.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | (
                 {"max_per_problem"} if cfg.train.max_per_problem is None else set()))  # older runs keep their fingerprints
             fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
                                          .encode()).hexdigest()[:16]

@@ -115,7 +115,7 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | {_fmt(m['pass@1'])} | {_fmt(m['se'])} | {m['n']} | {_fmt(m['greedy'])} | "
                          + " | ".join(_fmt(m["per_tier"].get(t)) for t in tiers)
                          + f" | {_fmt(m['verified_share_of_correct'])} | {_fmt(m.get('answer_rate'))} | "
-                         + f"{_fmt(m.get('equation_accuracy'))} ({m.get('equations') if m.get('equations') is not None else '-'}) |")
+                         + f"{_fmt(m.get('equation_accuracy'))} ({_fmt(m.get('equations'))}) |")
         lines.append("")
         paired = {n: m["vs_sft_rs"] for n, m in summary["methods"].items() if m.get("vs_sft_rs")}
         if paired:

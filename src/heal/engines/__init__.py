@@ -17,7 +17,7 @@ def make_engine(model_cfg) -> Engine:
             raise ValueError(f"engine 'hf' needs a transformers folder; {model_cfg.model} is a bare GGUF")
         from heal.engines.hf import HFEngine
 
-        return HFEngine(paths.hf, device=model_cfg.device, dtype=model_cfg.dtype, batch_size=model_cfg.batch_size or 8)
+        return HFEngine(paths.hf, device=model_cfg.device, dtype=model_cfg.dtype, batch_size=model_cfg.batch_size)
     if model_cfg.engine == "llamacpp":
         if paths.gguf is None:
             raise ValueError(
@@ -44,7 +44,7 @@ def make_engine(model_cfg) -> Engine:
 
         return VLLMEngine(paths.hf or model_cfg.model, paths.hf, model_cfg.top_logprobs,
                           model_cfg.tensor_parallel_size, model_cfg.data_parallel_size,
-                          model_cfg.dtype, model_cfg.engine_args, batch_size=model_cfg.batch_size or 256)
+                          model_cfg.dtype, model_cfg.engine_args, batch_size=model_cfg.batch_size)
     raise ValueError(f"unknown engine {model_cfg.engine!r}")
 
 

@@ -51,12 +51,12 @@ class EntropyRecorder:
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 8,
+    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int | None = None,
                  model=None, tokenizer=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 8  # rows of one padded generate() call
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()

@@ -76,7 +76,7 @@ class VLLMEngine:
 
     def __init__(self, model_path: str, tokenizer_path: str | None = None, top_logprobs: int = 20,
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1, dtype: str = "auto",
-                 engine_args: dict | None = None, batch_size: int = 256):
+                 engine_args: dict | None = None, batch_size: int | None = None):
         try:
             import vllm
         except ImportError as e:
@@ -95,7 +95,7 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path)
         self.k = top_logprobs
         # vLLM schedules everything it is given; a caller's chunk of this many prompts keeps it busy.
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 256
         self.eos = eos_ids(self.tokenizer)
 
     def _params(self, params: SamplingParams, seed: int, record_entropy: bool, **extra):
