@@ -36,6 +36,21 @@ def test_decontamination_ignores_template_but_catches_overlap():
     assert hits["overlap"]["train_id"] == "t5" and "105 215 335 405" == hits["overlap"]["ngram"]
 
 
+def test_decontamination_template_plus_one_shared_number_is_not_overlap():
+    """The PACE runs' one false positive: 7 template words + one number that a training question
+    also has formed a shared 8-gram. Template words are removed before n-grams are formed."""
+    template = "State the final answer to the following arithmetic problem: {} ="
+    train = [{"id": f"t{i}", "question": template.format(f"{682 if i == 3 else 100 + i} + {200 + 3 * i} - {300 + i}")}
+             for i in range(40)]
+    test = [{"id": "shares_682", "question": template.format("682 + 17 - 905")},
+            {"id": "same_numbers", "question": "State the answer to the following problem: 682 + 209 - 303"},
+            {"id": "all_template", "question": "State the final answer to the following arithmetic problem"}]
+    hits = {h["test_id"]: h for h in contamination(test, train, n=8, df_max=0.05)}
+    assert "shares_682" not in hits and "all_template" not in hits
+    # A reworded copy: its content (3 numbers, fewer than n, so compared whole) is t3's.
+    assert hits["same_numbers"]["train_id"] == "t3"
+
+
 def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_path):
     """Finished models are not loaded (here neither engine could be: the teacher's server has no
     address, the students' vllm engine may not be installed); the summary pairs methods with sft_rs."""

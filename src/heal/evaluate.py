@@ -57,36 +57,38 @@ def paired_difference(a: dict[str, list[bool | None]], b: dict[str, list[bool | 
 _WORD = re.compile(r"-?\d+(?:\.\d+)?|[a-z]+")
 
 
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    toks = _WORD.findall(text.lower().replace(",", ""))
-    return {tuple(toks[i : i + n]) for i in range(max(0, len(toks) - n + 1))} if len(toks) >= n else {tuple(toks)}
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace(",", ""))
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    if len(words) < n:  # a short question: all of it, or nothing if it is all template
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def contamination(test: list[dict], train: list[dict], n: int = 8, df_max: float = 0.05) -> list[dict]:
     """Test problems that share a word n-gram (numbers are words) with a training question.
-    N-grams found in more than df_max of the training questions are boilerplate of a task's
-    template ("State the final answer to the following arithmetic problem") and are ignored;
-    an exact question match is always contamination."""
-    df: Counter = Counter()
-    train_grams = []
-    for p in train:
-        g = _ngrams(p["question"], n)
-        train_grams.append(g)
-        df.update(g)
+    Words found in more than df_max of the training questions are a task's template ("State the
+    final answer to the following arithmetic problem") and are removed before n-grams are formed,
+    so a shared n-gram is n shared content words in a row: the template plus one shared number is
+    not contamination. An exact question match always is."""
+    train_words = [_words(p["question"]) for p in train]
+    df = Counter(w for words in train_words for w in set(words))
     limit = max(1, int(df_max * len(train)))
+    content = lambda words: [w for w in words if df[w] <= limit]  # noqa: E731
     index: dict[tuple, str] = {}
-    for p, grams in zip(train, train_grams):
-        for g in grams:
-            if df[g] <= limit:
-                index.setdefault(g, p["id"])
-    questions = {" ".join(_WORD.findall(p["question"].lower())): p["id"] for p in train}
+    for p, words in zip(train, train_words):
+        for g in _ngrams(content(words), n):
+            index.setdefault(g, p["id"])
+    questions = {" ".join(words): p["id"] for p, words in zip(train, train_words)}
     hits = []
     for p in test:
-        key = " ".join(_WORD.findall(p["question"].lower()))
-        if key in questions:
-            hits.append({"test_id": p["id"], "train_id": questions[key], "ngram": "exact match"})
+        words = _words(p["question"])
+        if " ".join(words) in questions:
+            hits.append({"test_id": p["id"], "train_id": questions[" ".join(words)], "ngram": "exact match"})
             continue
-        for g in _ngrams(p["question"], n):
+        for g in _ngrams(content(words), n):
             if g in index:
                 hits.append({"test_id": p["id"], "train_id": index[g], "ngram": " ".join(g)})
                 break
