@@ -11,7 +11,7 @@ Stages (each reads what the previous wrote; re-running skips what is done):
   baselines    Plain rejection sampling with extra samples (no hint) and answer-guided restarts,
                on the same corner problems: verified solutions per teacher token.
   filter       PURE over the default setting's repairs + guided samples, plus constructed shortcuts.
-  report       docs/results/gear-probe.md and .json with every number.
+  report       docs/results/gear-probe.json with every number.
 """
 
 from __future__ import annotations

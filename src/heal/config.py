@@ -199,7 +199,7 @@ class EvalConfig(_Strict):
     n_samples: int = Field(4, gt=0)  # pass@1 over n samples per problem (method doc: 4-8 for larger sets)
     greedy: bool = True
     ngram: int = Field(8, gt=0)  # decontamination: shared word n-grams (numbers are words)
-    df_max: float = Field(0.05, gt=0, le=1)  # n-grams in more than this share of training questions are template
+    df_max: float = Field(0.05, gt=0, le=1)  # words in more than this share of training questions are template
     batch_size: int | None = Field(None, gt=0)  # student generation: prompts per call (see ModelConfig.batch_size)
     # Engine for the students (the teacher uses teacher.engine). vllm batches continuously: on 2 CPU
     # cores it generated a SmolLM2 student's answers 2.2x faster than transformers' padded batches,
