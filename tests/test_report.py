@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from helpers import write_tiny_run
 
 from heal.config import load_config
@@ -30,6 +32,15 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
                                          "per_tier": {"solved": {"diff": 0.25, "se": 0.1}, "corner": {"diff": 0.0, "se": None}}}
     (run / "eval").mkdir()
     (run / "eval" / "summary.json").write_text(json.dumps(ev))
+    # Two trained methods' stage records (what train_stage writes next to the weights).
+    for method, stages in {"heal": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])],
+                           "sft_rs": [("single", ["D1"], 5, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])]}.items():
+        for name, data, examples, curve in stages:
+            out = run / "checkpoints" / method / f"stage-{name}"
+            out.mkdir(parents=True)
+            (out / "heal_stage.json").write_text(json.dumps({
+                "examples": examples, "steps": len(curve), "train_loss": sum(curve) / len(curve), "loss_curve": curve,
+                "stage": {"name": name, "data": data, "learning_rate": 1e-5, "epochs": 1.0}}))
 
     [md_path] = write_report([run])
     md = md_path.read_text()
@@ -49,6 +60,11 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     assert "| D3 | 2 | 1 (50%) | 2 (1 / 0 / 1) | 1 |" in md
     assert summary["data"]["ALL"] == 4 and summary["data_uncapped"]["ALL"] == 8
     assert "| before the per-problem cap | 2 | 2 | 2 | 4 | 4 | 8 |" in md
+    # The training budget per method: stages in order, steps summed, last-5 mean loss.
+    assert [st["stage"] for st in summary["training"]["heal"]] == ["I", "II"]
+    assert summary["training"]["sft_rs"][0]["last_loss"] == pytest.approx(0.3)  # mean of 0.5 .. 0.1
+    assert "| heal | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | 1e-05 / 1e-05 | 0.400 (0.400) / 0.233 (0.233) |" in md
+    assert "| sft_rs | single: D1 (5, 6) | 6 | 1e-05 | 0.350 (0.300) |" in md
     assert summary["repairs"]["continuations"] == 4 and summary["repairs"]["derivation_verified"] == 3
     assert "4 continuations: 4 answer-correct, 3 derivation-verified" in md
     for png in ("accuracy", "data", "repairs"):

@@ -1,7 +1,8 @@
 """`heal report RUN...`: every method side by side (markdown), plots, and summary.json.
 
 Reads what the stages wrote (sample_summary.json, data/sizes.json, repairs.jsonl, scored.jsonl,
-eval/summary.json); a stage that has not run is simply missing from the report.
+checkpoints/*/stage-*/heal_stage.json, eval/summary.json); a stage that has not run is simply
+missing from the report.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def build_summary(run_dir: Path) -> dict:
         }
     if (run_dir / "data" / "sizes.json").exists():
         out["data_detail"] = data_detail(run_dir)
+    if training := training_detail(run_dir):
+        out["training"] = training
     if (run_dir / "repairs.jsonl").exists():
         from heal.gear import summarize_repairs
 
@@ -68,6 +71,21 @@ def data_detail(run_dir: Path) -> dict:
         out[path.stem] = {"examples": len(rows), "verified": int(sum(ok)),
                           "problems": len({ex["problem_id"] for ex in rows}), "problems_by_tier": by_tier,
                           "verified_problems": len({ex["problem_id"] for ex, o in zip(rows, ok) if o})}
+    return out
+
+
+def training_detail(run_dir: Path) -> dict:
+    """Per trained method, its stages in order: data sets, examples, optimizer steps, learning rate,
+    mean loss and the mean of the last 5 logged losses (how tightly the stage fit its data). This is
+    the budget the methods are matched on."""
+    out: dict[str, list] = {}
+    for meta in sorted((run_dir / "checkpoints").glob("*/stage-*/heal_stage.json")):
+        m = json.loads(meta.read_text())
+        curve = m.get("loss_curve") or []
+        out.setdefault(meta.parent.parent.name, []).append({
+            "stage": m["stage"]["name"], "data": m["stage"]["data"], "examples": m["examples"], "steps": m["steps"],
+            "learning_rate": m["stage"]["learning_rate"], "mean_loss": m.get("train_loss"),
+            "last_loss": sum(curve[-5:]) / len(curve[-5:]) if curve else None})
     return out
 
 
@@ -106,6 +124,17 @@ def markdown(summary: dict) -> str:
         lines += [f"GEAR: {r['trajectories']} failed trajectories of {r['problems']} problems, {r['continuations']} "
                   f"continuations: {r['answer_correct']} answer-correct, {r['derivation_verified']} derivation-verified; "
                   f"problems repaired {r['problems_answer_repaired']} (answer) / {r['problems_verified_repaired']} (verified).", ""]
+    if summary.get("training"):
+        lines += ["Training (each stage starts from the previous one's weights, with its own warm-up and cosine "
+                  "schedule; loss: mean over the stage / mean of its last 5 logged steps):", "",
+                  "| method | stages: data (examples, steps) | steps | lr | loss per stage |", "|---|---|---|---|---|"]
+        for name, stages in summary["training"].items():
+            lines.append(f"| {name} | " + "; ".join(f"{st['stage']}: {'+'.join(st['data'])} ({st['examples']}, {st['steps']})"
+                                                     for st in stages)
+                         + f" | {sum(st['steps'] for st in stages)} | "
+                         + " / ".join(f"{st['learning_rate']:g}" for st in stages) + " | "
+                         + " / ".join(f"{_fmt(st['mean_loss'])} ({_fmt(st['last_loss'])})" for st in stages) + " |")
+        lines.append("")
     if summary["methods"]:
         tiers = [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
         head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers)
