@@ -85,7 +85,27 @@ def parse_args(args: list[str]) -> dict:
     return overrides
 
 
+def run_child(cmd: list[str], env: dict) -> None:
+    """Run the evaluation in the vLLM environment. Stopped (Ctrl-C, SIGTERM), the child gets SIGTERM
+    and time to close its engine: subprocess.run would SIGKILL it and orphan vLLM's EngineCore."""
+    child = subprocess.Popen(cmd, env=env)
+    try:
+        code = child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
+
+
 def main() -> None:
+    from heal.cli import exit_on_sigterm
+
+    exit_on_sigterm()
     os.chdir(ROOT)
     args = sys.argv[1:]
     publishing = args[:1] == ["publish"]  # python experiments/pace_experiment.py publish [--set ...]
@@ -108,8 +128,7 @@ def main() -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as resolved:  # this run's config, overrides applied
             yaml.safe_dump(cfg.model_dump(mode="json"), resolved)
             resolved.flush()
-            subprocess.run([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c", resolved.name],
-                           check=True, env=env)
+            run_child([str(ROOT / ".venv-vllm" / "bin" / "python"), "-m", "heal.cli", "eval", "-c", resolved.name], env)
         print(f"report: {write_report([cfg.output_dir])[0]}")
     else:
         run_pipeline(cfg)

@@ -212,7 +212,17 @@ def problems_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] =
         typer.echo(f"  skipped: {s}")
 
 
+def exit_on_sigterm() -> None:
+    """`kill` or a scheduler's SIGTERM ends a stage as Ctrl-C does: `finally` blocks run, so engines
+    close (vLLM's EngineCore is a child process that outlives a parent killed outright) and the
+    store keeps every record already written."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main():  # pragma: no cover
+    exit_on_sigterm()
     sys.exit(app())
 
 
