@@ -98,3 +98,46 @@ def test_vllm_seeds_are_per_sample_and_prefix_shared(vllm_engine):
     again = eng.generate([prompt], params, n=2, seeds=[6])
     assert again[0][0].token_ids == out[0][1].token_ids  # sample j depends on its own seed only
     assert len({tuple(c.token_ids) for c in out[0]}) > 1
+
+
+@pytest.mark.slow
+def test_sigterm_closes_vllm_engine_processes(smollm2, tmp_path):
+    """A `heal` process with a vLLM engine, stopped by SIGTERM, takes vLLM's EngineCore with it (a
+    parent killed outright leaves it running, holding its memory). Separate process: real signals."""
+    if os.environ.get("HEAL_REQUIRE_VLLM") != "1":
+        pytest.importorskip("vllm", reason="real-vLLM tests run in the vllm environment: make test-vllm")
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import psutil
+
+    marker = tmp_path / "engine"
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        import time
+        from heal.cli import exit_on_sigterm
+        from heal.config import ModelConfig
+        from heal.engines import make_engine
+        exit_on_sigterm()
+        eng = make_engine(ModelConfig(model="smollm2-135m", engine="vllm", dtype="float32",
+                                      engine_args={{"max_model_len": 512}}))
+        try:
+            Path({str(marker)!r}).write_text("up")
+            time.sleep(300)
+        finally:
+            eng.close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    end = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < end:
+        time.sleep(0.5)
+    assert marker.exists(), f"the engine did not start (exit code {proc.poll()})"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children  # vLLM v1 runs its EngineCore in a child process
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    _, alive = psutil.wait_procs(children, timeout=60)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
