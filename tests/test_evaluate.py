@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -83,3 +84,16 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     # Graded signals: heal's t0 outputs hold one true and one false equation, none of the others any.
     assert out["models"]["heal"]["equations"] == 2 and out["models"]["heal"]["equation_accuracy"] == 0.5
     assert out["models"]["heal"]["answer_rate"] == 0.5  # a prediction on its 3 correct samples of 6
+
+    # The first evaluation pinned the settings its records were made with: other sampling settings
+    # are refused (the records would silently mix), a verifier timeout is not a setting of the answers.
+    from heal.sample import RunMismatch
+
+    assert json.loads((tmp_path / "run" / "eval" / "settings.json").read_text())["sampling"]["temperature"] == 0.6
+    hot = cfg.model_copy(deep=True)
+    hot.sampling.temperature, hot.sampling.max_new_tokens = 1.0, 99
+    with pytest.raises(RunMismatch, match=r"sampling.max_new_tokens, sampling.temperature.*settings.json"):
+        run_eval(hot, models={}, progress=False, log=logs.append)
+    slow = cfg.model_copy(deep=True)
+    slow.verify.timeout_s = 30.0
+    assert run_eval(slow, models={}, progress=False, log=logs.append)["models"]["teacher"]["pass@1"] == 0.5

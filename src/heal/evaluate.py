@@ -120,6 +120,24 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     return kept
 
 
+def pin_eval_settings(cfg: RunConfig) -> None:
+    """Eval records are reused by key (model, weights, problem, sample index), so the settings that
+    decide what a record holds (sampling, prompt, verifier) are pinned in eval/settings.json with the
+    first evaluation; later settings that differ are refused instead of mixing old and new answers."""
+    from heal.sample import RunMismatch, changed_settings
+
+    sections = ("sampling", "prompt", "verify")
+    new = cfg.model_dump(mode="json")
+    out_dir = Path(cfg.output_dir) / "eval"
+    path = out_dir / "settings.json"
+    if path.exists():
+        if diff := changed_settings(json.loads(path.read_text()), new, sections):
+            raise RunMismatch(f"{out_dir / 'evals.jsonl'} was evaluated with different settings ({', '.join(diff)}, "
+                              f"pinned in {path}); use another output_dir, or delete both files to evaluate again")
+    else:
+        atomic_write_text(path, json.dumps({s: new[s] for s in sections}, indent=2) + "\n")
+
+
 def model_tag(path: str) -> str:
     """Which weights a name stands for: a retrained checkpoint gets new eval records."""
     meta = Path(path) / "heal_stage.json"
@@ -233,6 +251,7 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
 
     run_dir = Path(cfg.output_dir)
     problems = held_out_problems(cfg, log)
+    pin_eval_settings(cfg)
     if models is None:
         final = run_dir / "checkpoints" / "final.json"
         models = json.loads(final.read_text()) if final.exists() else {}

@@ -92,6 +92,19 @@ _OUTPUT_NEUTRAL = {"threads", "batch_size", "device", "api_key_env", "concurrenc
                    "tensor_parallel_size", "data_parallel_size"}
 
 
+def changed_settings(old: dict, new: dict, sections: tuple[str, ...]) -> list[str]:
+    """The "section.field" names whose values differ between a pinned config dump and a new one. A
+    field added to heal after the pin compares as its default; transport and throughput settings
+    (threads, retries, timeouts...) do not change what is generated."""
+    defaults = RunConfig().model_dump(mode="json")
+    diff = []
+    for section in sections:
+        o, n = old.get(section, {}), new[section]
+        diff += [f"{section}.{k}" for k in sorted(set(o) | set(n))
+                 if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)]
+    return diff
+
+
 def _check_config(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse to mix samples drawn under different teacher/prompt/sampling settings in one store.
 
@@ -110,18 +123,9 @@ def _check_config(cfg: RunConfig, run_dir: Path) -> None:
     else:
         old = None
     if old is not None and sampled:
-        defaults = RunConfig().model_dump(mode="json")
-        for section in ("teacher", "prompt", "sampling"):
-            o, n = old.get(section, {}), new[section]
-            # A field added to heal after the run started compares as its default; transport and
-            # throughput settings (threads, retries, timeouts...) do not change what is sampled.
-            diff = {k for k in set(o) | set(n)
-                    if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)}
-            if diff:
-                raise RunMismatch(
-                    f"{run_dir} was sampled with different {section} settings ({', '.join(sorted(diff))}); "
-                    f"use another output_dir to sample with the new ones"
-                )
+        if diff := changed_settings(old, new, ("teacher", "prompt", "sampling")):
+            raise RunMismatch(f"{run_dir} was sampled with different settings ({', '.join(diff)}); "
+                              f"use another output_dir to sample with the new ones")
     if not ref.exists() or not sampled:
         atomic_write_text(ref, json.dumps({s: new[s] for s in ("teacher", "prompt", "sampling")}, indent=2) + "\n")
 
