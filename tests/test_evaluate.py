@@ -80,7 +80,8 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     assert out["tiers"] == {"solved": 2, "corner": 1}  # the teacher: 2/2, 1/2, 0/2
     assert d["per_tier"]["solved"] == {"diff": pytest.approx(0.5), "se": pytest.approx(0.0), "problems": 2}
     assert d["per_tier"]["corner"] == {"diff": 0.0, "se": None, "problems": 1}
-    assert "vs_sft_rs" not in out["models"]["sft_rs"]
+    assert "vs_sft_rs" not in out["models"]["sft_rs"] and "vs_heal" not in out["models"]["heal"]
+    assert out["models"]["sft_rs"]["vs_heal"]["diff"] == pytest.approx(-1 / 3)  # ablations are paired with heal too
     # Graded signals: heal's t0 outputs hold one true and one false equation, none of the others any.
     assert out["models"]["heal"]["equations"] == 2 and out["models"]["heal"]["equation_accuracy"] == 0.5
     assert out["models"]["heal"]["answer_rate"] == 0.5  # a prediction on its 3 correct samples of 6

@@ -30,6 +30,8 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
         for name, acc in (("teacher", 0.75), ("sft_rs", 0.25), ("heal", 0.5))}}
     ev["models"]["heal"]["vs_sft_rs"] = {"diff": 0.25, "se": 0.05, "problems": 4,
                                          "per_tier": {"solved": {"diff": 0.25, "se": 0.1}, "corner": {"diff": 0.0, "se": None}}}
+    ev["models"]["sft_rs"]["vs_heal"] = {"diff": -0.25, "se": 0.05, "problems": 4,
+                                         "per_tier": {"solved": {"diff": -0.25, "se": 0.1}, "corner": {"diff": 0.0, "se": None}}}
     (run / "eval").mkdir()
     (run / "eval" / "summary.json").write_text(json.dumps(ev))
     # Two trained methods' stage records (what train_stage writes next to the weights).
@@ -49,6 +51,7 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     assert summary["methods"]["heal"]["per_tier"] == {"solved": 0.5, "corner": 0.0}
     assert "| heal | 0.500 | 0.100 | 4 | 0.500 | 0.500 | 0.000 | 0.500 | - | - (-) |" in md
     assert "| heal | +0.250 ± 0.050 | +0.250 ± 0.100 | +0.000 ± - |" in md
+    assert "Difference to heal, paired" in md and "| sft_rs | -0.250 ± 0.050 | -0.250 ± 0.100 | +0.000 ± - |" in md
     # Data per set: D1 = the two answer-correct Stage 0 samples (p0, p1), each a true derivation;
     # D2 / D3 = PURE-accepted candidates of p0 and p2 (rho_step 0.5 <= 2.0), p0's repair not verified.
     d = summary["data_detail"]

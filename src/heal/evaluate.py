@@ -189,8 +189,10 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
 
 
 def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
-                   baseline: str = "sft_rs") -> dict:
-    """Summary over the current held-out set, the current n, and (with `tags`) the current weights."""
+                   baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
+    """Summary over the current held-out set, the current n, and (with `tags`) the current weights.
+    Every model is paired with each baseline that was evaluated: SFT-RS (does HEAL's data help?) and
+    HEAL (what does each ablation's missing piece cost?)."""
     run_dir = Path(cfg.output_dir)
     current = {p["id"] for p in read_jsonl(run_dir / "eval" / "problems.jsonl")}
     recs = [r for r in read_jsonl(run_dir / "eval" / "evals.jsonl")
@@ -231,10 +233,10 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
         m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None
         out["models"][name] = m
-    if baseline in sampled_by_model:  # every model against the baseline, paired over problems
+    for baseline in [b for b in baselines if b in sampled_by_model]:  # paired over problems
+        base = sampled_by_model[baseline]
         for name, m in out["models"].items():
             if name != baseline:
-                base = sampled_by_model[baseline]
                 m[f"vs_{baseline}"] = paired_difference(sampled_by_model[name], base)
                 m[f"vs_{baseline}"]["per_tier"] = {
                     t: paired_difference({p: c for p, c in sampled_by_model[name].items() if tiers.get(p) == t}, base)

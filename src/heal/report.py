@@ -31,7 +31,7 @@ def build_summary(run_dir: Path) -> dict:
             "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
             "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
             "verified_share_of_correct": m.get("verified_share_of_correct"),
-            "vs_sft_rs": m.get("vs_sft_rs"),
+            "vs_sft_rs": m.get("vs_sft_rs"), "vs_heal": m.get("vs_heal"),
             "answer_rate": m.get("answer_rate"), "equation_accuracy": m.get("equation_accuracy"),
             "equations": m.get("equations"),
         }
@@ -146,10 +146,12 @@ def markdown(summary: dict) -> str:
                          + f" | {_fmt(m['verified_share_of_correct'])} | {_fmt(m.get('answer_rate'))} | "
                          + f"{_fmt(m.get('equation_accuracy'))} ({_fmt(m.get('equations'))}) |")
         lines.append("")
-        paired = {n: m["vs_sft_rs"] for n, m in summary["methods"].items() if m.get("vs_sft_rs")}
-        if paired:
-            lines += ["Difference to sft_rs, paired over the same problems (pass@1 difference ± its paired SE):", "",
-                      "| method | all | " + " | ".join(tiers) + " |", "|" + "---|" * (2 + len(tiers))]
+        for baseline in ("sft_rs", "heal"):
+            paired = {n: m[f"vs_{baseline}"] for n, m in summary["methods"].items() if m.get(f"vs_{baseline}")}
+            if not paired:
+                continue
+            lines += [f"Difference to {baseline}, paired over the same problems (pass@1 difference ± its paired SE):",
+                      "", "| method | all | " + " | ".join(tiers) + " |", "|" + "---|" * (2 + len(tiers))]
             for name, d in paired.items():
                 cells = [d] + [d.get("per_tier", {}).get(t) for t in tiers]
                 lines.append(f"| {name} | " + " | ".join(
