@@ -98,3 +98,21 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     slow = cfg.model_copy(deep=True)
     slow.verify.timeout_s = 30.0
     assert run_eval(slow, models={}, progress=False, log=logs.append)["models"]["teacher"]["pass@1"] == 0.5
+
+
+def test_eval_settings_pin_binds_only_once_records_exist(tmp_path):
+    from heal.config import load_config
+    from heal.evaluate import pin_eval_settings
+    from heal.sample import RunMismatch
+    from heal.store import atomic_write_jsonl
+
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run")})
+    pin_eval_settings(cfg)
+    settings = tmp_path / "run" / "eval" / "settings.json"
+    cfg.sampling.top_p = 0.5  # no record yet: the new settings are pinned instead
+    pin_eval_settings(cfg)
+    assert json.loads(settings.read_text())["sampling"]["top_p"] == 0.5
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", [{"key": "m@base/p/0"}])
+    cfg.prompt.system = "Be brief."
+    with pytest.raises(RunMismatch, match="prompt.system"):
+        pin_eval_settings(cfg)

@@ -129,12 +129,13 @@ def pin_eval_settings(cfg: RunConfig) -> None:
     sections = ("sampling", "prompt", "verify")
     new = cfg.model_dump(mode="json")
     out_dir = Path(cfg.output_dir) / "eval"
-    path = out_dir / "settings.json"
-    if path.exists():
+    path, store = out_dir / "settings.json", out_dir / "evals.jsonl"
+    evaluated = store.exists() and store.stat().st_size > 0
+    if evaluated and path.exists():
         if diff := changed_settings(json.loads(path.read_text()), new, sections):
-            raise RunMismatch(f"{out_dir / 'evals.jsonl'} was evaluated with different settings ({', '.join(diff)}, "
-                              f"pinned in {path}); use another output_dir, or delete both files to evaluate again")
-    else:
+            raise RunMismatch(f"{store} was evaluated with different settings ({', '.join(diff)}, pinned in "
+                              f"{path}); use another output_dir, or delete both files to evaluate again")
+    else:  # nothing evaluated yet (pin again), or records from before settings.json existed
         atomic_write_text(path, json.dumps({s: new[s] for s in sections}, indent=2) + "\n")
 
 
