@@ -89,7 +89,41 @@ def test_stage_plans_are_cumulative_and_budget_matched(tmp_path):
     no_pure = stage_plan("heal_no_pure", sizes, cfg)
     assert [p["data"] for p in no_pure] == [["D1"], ["D1", "D2raw"], ["D1", "D2raw", "D3raw"]]
     assert [p["max_steps"] for p in no_pure] == [5, 7, 10]  # heal's steps stage by stage, not ceil(18/2), ceil(30/2)
-    assert set(METHODS) == {"heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"}
+    assert set(METHODS) == {"heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum",
+                            "heal_continuous"}
+    # One schedule across the curriculum: heal's data and steps, each stage entering it where the last left off.
+    cont = stage_plan("heal_continuous", sizes, cfg)
+    assert [p["data"] for p in cont] == [p["data"] for p in heal]
+    assert [p["max_steps"] for p in cont] == [5, 7, 10]
+    assert [p["schedule"] for p in cont] == [{"offset": 0, "total": 22, "save_optimizer": True},
+                                             {"offset": 5, "total": 22, "save_optimizer": True},
+                                             {"offset": 12, "total": 22, "save_optimizer": False}]
+    assert all("schedule" not in p for p in heal + rs + no_pure)  # their fingerprints stay as they were
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_curriculum_schedule_entered_at_an_offset_continues_one_schedule(name):
+    from transformers import get_scheduler
+
+    from heal.pace import curriculum_schedule
+
+    def lrs(make, steps):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2e-5)
+        sched = make(opt)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    one_run = lrs(lambda o: get_scheduler(name, o, num_warmup_steps=3, num_training_steps=22), 22)
+    staged = [lr for offset, steps in [(0, 5), (5, 7), (12, 10)]
+              for lr in lrs(lambda o: curriculum_schedule(name, o, 3, 22, offset), steps)]
+    assert staged == pytest.approx(one_run, abs=1e-15)
+    assert one_run[0] == 0 and max(one_run) == pytest.approx(2e-5)  # one warm-up, at the start only
+    with pytest.raises(ValueError, match="cannot run across stages"):
+        curriculum_schedule("reduce_lr_on_plateau", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), 0, 5, 0)
 
 
 def test_cap_per_problem_is_seeded_and_order_independent():
@@ -138,6 +172,61 @@ def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir)
     faster = cfg.model_copy(update={"train": cfg.train.model_copy(update={"gradient_checkpointing": False})})
     run_train(faster, log=lambda *a: None)
     assert (run / "checkpoints" / "heal" / "stage-III" / "DONE").stat().st_mtime == mtime
+
+
+def test_continuous_curriculum_carries_optimizer_and_one_schedule(tmp_path, tiny_model_dir):
+    """heal_continuous: heal's stages, but its learning rates are those of one run of the same length
+    (heal_no_curriculum's, step for step) and Adam's state goes on from stage to stage."""
+    from heal.pace import OPTIMIZER_FILE, run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {
+        "methods": ["heal_continuous", "heal_no_curriculum"], "warmup_ratio": 0.2}))
+    run_train(cfg, log=lambda *a: None)
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    stages = [json.loads((ckpt / "heal_continuous" / f"stage-{s}" / "heal_stage.json").read_text())
+              for s in ("I", "II", "III")]
+    one = json.loads((ckpt / "heal_no_curriculum" / "stage-single" / "heal_stage.json").read_text())
+    assert [s["steps"] for s in stages] == [1, 2, 3] and one["steps"] == 6
+    assert [s["examples"] for s in stages] == [2, 4, 6]  # still cumulative
+    assert [lr for s in stages for lr in s["lr_curve"]] == pytest.approx(one["lr_curve"], abs=1e-15)
+    assert [s.get("optimizer_carried") for s in stages] == [False, True, True]
+    assert [(ckpt / "heal_continuous" / f"stage-{s}" / OPTIMIZER_FILE).exists() for s in ("I", "II", "III")] == [
+        True, True, False]  # the last stage's state is needed by no one
+    state = torch.load(ckpt / "heal_continuous" / "stage-II" / OPTIMIZER_FILE, weights_only=True)["state"]
+    assert {int(v["step"]) for v in state.values()} == {1 + 2}  # Adam's step count went on from stage I
+
+
+def test_continuous_stage_resumes_mid_stage_on_its_schedule(tmp_path, tiny_model_dir, monkeypatch):
+    from transformers import Trainer
+
+    from heal.pace import train_stage
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {"warmup_ratio": 0.2}))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"save_steps": 2})})
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]}] * 8
+    first = {"name": "I", "epochs": 1, "learning_rate": 1e-3, "max_steps": 2, "fingerprint": "a",
+             "schedule": {"offset": 0, "total": 6, "save_optimizer": True}}
+    train_stage(tiny_model_dir, rows, tmp_path / "stage-I", cfg, first, seed=0, log=lambda *a: None)
+    second = first | {"name": "II", "max_steps": 4, "fingerprint": "b",
+                      "schedule": {"offset": 2, "total": 6, "save_optimizer": False}}
+    whole = train_stage(str(tmp_path / "stage-I"), rows, tmp_path / "a" / "stage-II", cfg, second, seed=1,
+                        log=lambda *a: None)
+    save = Trainer._save_checkpoint
+
+    def save_then_interrupt(self, *a, **k):
+        save(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(str(tmp_path / "stage-I"), rows, tmp_path / "b" / "stage-II", cfg, second, seed=1, log=lambda *a: None)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    said = []
+    resumed = train_stage(str(tmp_path / "stage-I"), rows, tmp_path / "b" / "stage-II", cfg, second, seed=1,
+                          log=said.append)
+    assert said[0] == "resuming stage-II from checkpoint-2"
+    assert resumed["lr_curve"] == pytest.approx(whole["lr_curve"], abs=1e-15) and len(whole["lr_curve"]) == 4
+    assert resumed["loss_curve"] == pytest.approx(whole["loss_curve"], rel=1e-4)
 
 
 def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):

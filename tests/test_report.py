@@ -36,13 +36,16 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     (run / "eval" / "summary.json").write_text(json.dumps(ev))
     # Two trained methods' stage records (what train_stage writes next to the weights).
     for method, stages in {"heal": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])],
-                           "sft_rs": [("single", ["D1"], 5, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])]}.items():
-        for name, data, examples, curve in stages:
+                           "sft_rs": [("single", ["D1"], 5, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])],
+                           "heal_continuous": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])]
+                           }.items():
+        for i, (name, data, examples, curve) in enumerate(stages):
             out = run / "checkpoints" / method / f"stage-{name}"
             out.mkdir(parents=True)
+            schedule = {"schedule": {"offset": 2 * i, "total": 5}} if method == "heal_continuous" else {}
             (out / "heal_stage.json").write_text(json.dumps({
                 "examples": examples, "steps": len(curve), "train_loss": sum(curve) / len(curve), "loss_curve": curve,
-                "stage": {"name": name, "data": data, "learning_rate": 1e-5, "epochs": 1.0}}))
+                "stage": {"name": name, "data": data, "learning_rate": 1e-5, "epochs": 1.0} | schedule}))
 
     [md_path] = write_report([run])
     md = md_path.read_text()
@@ -66,8 +69,9 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     # The training budget per method: stages in order, steps summed, last-5 mean loss.
     assert [st["stage"] for st in summary["training"]["heal"]] == ["I", "II"]
     assert summary["training"]["sft_rs"][0]["last_loss"] == pytest.approx(0.3)  # mean of 0.5 .. 0.1
-    assert "| heal | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | 1e-05 / 1e-05 | 0.400 (0.400) / 0.233 (0.233) |" in md
-    assert "| sft_rs | single: D1 (5, 6) | 6 | 1e-05 | 0.350 (0.300) |" in md
+    assert "| heal | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | per stage | 1e-05 / 1e-05 | 0.400 (0.400) / 0.233 (0.233) |" in md
+    assert "| heal_continuous | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | one | 1e-05 / 1e-05 |" in md
+    assert "| sft_rs | single: D1 (5, 6) | 6 | one | 1e-05 | 0.350 (0.300) |" in md
     assert summary["repairs"]["continuations"] == 4 and summary["repairs"]["derivation_verified"] == 3
     assert "4 continuations: 4 answer-correct, 3 derivation-verified" in md
     for png in ("accuracy", "data", "repairs"):

@@ -152,7 +152,8 @@ class TrainConfig(_Strict):
     """PACE training of the student (method doc: PACE)."""
 
     student: str = "qwen2.5-coder-0.5b"
-    methods: list[Literal["heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum"]] = Field(
+    methods: list[Literal["heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum",
+                          "heal_continuous"]] = Field(
         default_factory=lambda: ["sft_rs", "heal"])
     stages: dict[Literal["I", "II", "III"], StageConfig] = Field(
         default_factory=lambda: {k: StageConfig() for k in ("I", "II", "III")})

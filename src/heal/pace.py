@@ -12,6 +12,8 @@ of its data sets, starting from the previous stage's weights:
 - star:               D1+D2 in one stage
 - heal_no_pure:       the HEAL curriculum with D2/D3 unfiltered (every answer-correct candidate)
 - heal_no_curriculum: D1+D2+D3 shuffled, one stage
+- heal_continuous:    the HEAL curriculum under one optimizer and one learning-rate schedule (one
+                      warm-up, one cosine across the three stages; Adam's moments carried over)
 Training is TRL's SFTTrainer on pre-tokenized examples whose labels are -100 on the prompt and the
 completion's ids (end-of-turn token included) elsewhere, so the loss covers exactly the completion.
 """
@@ -43,7 +45,12 @@ METHODS: dict[str, list[list[str]]] = {
     "star": [["D1", "D2"]],
     "heal_no_pure": [["D1"], ["D1", "D2raw"], ["D1", "D2raw", "D3raw"]],
     "heal_no_curriculum": [["D1", "D2", "D3"]],
+    "heal_continuous": [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]],
 }
+# Methods whose stages share one optimizer and one schedule: stage k enters the whole curriculum's
+# schedule at its first step and starts from stage k-1's optimizer state (OPTIMIZER_FILE).
+CONTINUOUS = {"heal_continuous"}
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 def _example(problem: dict, completion_ids: list[int], text: str, source: str, key: str,
@@ -190,10 +197,13 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         save_total_limit=1, report_to="none", seed=seed, data_seed=seed,
         max_length=tc.max_length, packing=tc.packing, use_cpu=tc.device == "cpu", bf16=tc.dtype == "bfloat16", fp16=tc.dtype == "float16",
         completion_only_loss=None, dataset_num_proc=None, disable_tqdm=not tc.progress,
-        gradient_checkpointing=tc.gradient_checkpointing,
+        activation_checkpointing=tc.gradient_checkpointing,  # transformers 5's name (gradient_* is deprecated)
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tok, peft_config=peft_config)
+    carried = None
+    if stage.get("schedule"):
+        carried = continue_curriculum(trainer, init_model, stage["schedule"], log)
     result = trainer.train(resume_from_checkpoint=resume)
     if tc.lora and tc.lora.merge:
         if state.is_main_process:
@@ -201,10 +211,15 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     else:
         trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
-            "train_loss": result.training_loss, "loss_curve": losses, "stage": stage, "seed": seed,
-            "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
+            "train_loss": result.training_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
+            "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
+    if carried is not None:
+        meta["optimizer_carried"] = carried
     if state.is_main_process:
+        if stage.get("schedule", {}).get("save_optimizer"):  # the next stage goes on from this state
+            torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         for ckpt in tmp.glob("checkpoint-*"):  # mid-stage checkpoints: not part of the stage's result
             shutil.rmtree(ckpt)
         marker.unlink(missing_ok=True)
@@ -219,6 +234,54 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     return meta
 
 
+def curriculum_schedule(name: str, optimizer, warmup: int, total: int, offset: int):
+    """transformers' schedule `name` (cosine, linear, ...) laid over the whole curriculum of `total`
+    steps with `warmup` steps of warm-up, entered at step `offset`: the stages of a continuous method
+    together follow the learning rates of one run of `total` steps."""
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import get_scheduler
+
+    # The shape comes from transformers itself (its lambda, built on a throwaway optimizer), so a
+    # continuous curriculum and a one-stage method of the same length share one schedule exactly.
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    full = get_scheduler(name, probe, num_warmup_steps=warmup, num_training_steps=total)
+    if not isinstance(full, LambdaLR):
+        raise ValueError(f"train.lr_scheduler {name!r} cannot run across stages; use cosine, linear or constant")
+    shape = full.lr_lambdas[0]
+    return LambdaLR(optimizer, lambda step: shape(step + offset))
+
+
+def continue_curriculum(trainer, init_model: str, schedule: dict, log=print) -> bool:
+    """Give a continuous method's stage its optimizer and schedule before training: the previous
+    stage's optimizer state (Adam's moments and step count, from init_model/OPTIMIZER_FILE) and the
+    curriculum's schedule from step schedule["offset"] on. Returns whether optimizer state was
+    carried (not for the first stage, nor under LoRA, whose adapters are new in every stage)."""
+    import torch
+
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        raise ValueError("heal_continuous carries the optimizer between stages on one process or DDP; "
+                         "under FSDP / DeepSpeed train `heal` instead")
+    optimizer = trainer.create_optimizer()  # transformers' own parameter groups (decay / no decay)
+    carried = False
+    if schedule["offset"] > 0:
+        saved = Path(init_model) / OPTIMIZER_FILE
+        if getattr(trainer.model, "peft_config", None):
+            log(f"LoRA: new adapters in every stage, so {saved.parent.name}'s optimizer state is not carried")
+        elif not saved.exists():
+            raise FileNotFoundError(f"{saved}: the previous stage's optimizer state, which a continuous "
+                                    f"stage goes on from, is missing (delete {saved.parent} to retrain it)")
+        else:
+            optimizer.load_state_dict(torch.load(saved, weights_only=True))
+            carried = True
+    for group in optimizer.param_groups:  # this stage's learning rate scales the shared shape
+        group["lr"] = group["initial_lr"] = trainer.args.learning_rate
+    warmup = trainer.args.get_warmup_steps(schedule["total"])
+    trainer.lr_scheduler = curriculum_schedule(trainer.args.lr_scheduler_type, optimizer, warmup,
+                                               schedule["total"], schedule["offset"])
+    return carried
+
+
 def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]:
     """The stages of a method with their epochs / learning rate / max_steps (budget matching)."""
     if method not in METHODS:
@@ -230,16 +293,24 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
         sc = tc.stages[names[i]] if len(METHODS[method]) == 3 else tc.single
         plan.append({"name": names[i] if len(METHODS[method]) == 3 else "single", "data": sets,
                      "epochs": sc.epochs, "learning_rate": sc.learning_rate, "max_steps": None})
-    if tc.match_budget and method != "heal":
+    # HEAL's optimizer steps per stage as the Trainer counts them: ceil(epochs * ceil(n / (batch *
+    # accum * processes))).
+    per_step = tc.batch_size * tc.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    heal_steps = []
+    for i, sets in enumerate(METHODS["heal"]):
+        n = sum(sizes.get(s, 0) for s in sets)
+        heal_steps.append(math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(n / per_step))))
+    if method in CONTINUOUS:
+        # One schedule over the whole curriculum needs its length up front: HEAL's steps (the same
+        # data and epochs), so it is matched with heal step for step, with or without match_budget.
+        for i, stage in enumerate(plan):
+            stage["max_steps"] = heal_steps[i]
+            stage["schedule"] = {"offset": sum(heal_steps[:i]), "total": sum(heal_steps),
+                                 "save_optimizer": i < len(plan) - 1}
+    elif tc.match_budget and method != "heal":
         # Matched budget: every method takes as many optimizer steps as the HEAL curriculum, so no
         # method wins by training longer: a one-stage method all of HEAL's steps, a three-stage one
-        # (heal_no_pure, whose unfiltered sets are larger) HEAL's steps stage by stage. Steps per
-        # stage as the Trainer counts them: ceil(epochs * ceil(n / (batch * accum * processes))).
-        per_step = tc.batch_size * tc.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
-        heal_steps = []
-        for i, sets in enumerate(METHODS["heal"]):
-            n = sum(sizes.get(s, 0) for s in sets)
-            heal_steps.append(math.ceil(tc.stages[names[i]].epochs * max(1, math.ceil(n / per_step))))
+        # (heal_no_pure, whose unfiltered sets are larger) HEAL's steps stage by stage.
         if len(plan) == 1:
             plan[0]["max_steps"] = sum(heal_steps)
         else:

@@ -85,6 +85,7 @@ def training_detail(run_dir: Path) -> dict:
         out.setdefault(meta.parent.parent.name, []).append({
             "stage": m["stage"]["name"], "data": m["stage"]["data"], "examples": m["examples"], "steps": m["steps"],
             "learning_rate": m["stage"]["learning_rate"], "mean_loss": m.get("train_loss"),
+            "continuous": "schedule" in m["stage"],  # one schedule across the stages (heal_continuous)
             "last_loss": sum(curve[-5:]) / len(curve[-5:]) if curve else None})
     return out
 
@@ -125,13 +126,16 @@ def markdown(summary: dict) -> str:
                   f"continuations: {r['answer_correct']} answer-correct, {r['derivation_verified']} derivation-verified; "
                   f"problems repaired {r['problems_answer_repaired']} (answer) / {r['problems_verified_repaired']} (verified).", ""]
     if summary.get("training"):
-        lines += ["Training (each stage starts from the previous one's weights, with its own warm-up and cosine "
-                  "schedule; loss: mean over the stage / mean of its last 5 logged steps):", "",
-                  "| method | stages: data (examples, steps) | steps | lr | loss per stage |", "|---|---|---|---|---|"]
+        lines += ["Training (each stage starts from the previous one's weights; *per stage*: its own warm-up and "
+                  "schedule, *one*: one optimizer and one schedule across the stages; loss: mean over the stage / "
+                  "mean of its last 5 logged steps):", "",
+                  "| method | stages: data (examples, steps) | steps | schedule | lr | loss per stage |",
+                  "|---|---|---|---|---|---|"]
         for name, stages in summary["training"].items():
+            schedule = "one" if len(stages) == 1 or stages[0].get("continuous") else "per stage"
             lines.append(f"| {name} | " + "; ".join(f"{st['stage']}: {'+'.join(st['data'])} ({st['examples']}, {st['steps']})"
                                                      for st in stages)
-                         + f" | {sum(st['steps'] for st in stages)} | "
+                         + f" | {sum(st['steps'] for st in stages)} | {schedule} | "
                          + " / ".join(f"{st['learning_rate']:g}" for st in stages) + " | "
                          + " / ".join(f"{_fmt(st['mean_loss'])} ({_fmt(st['last_loss'])})" for st in stages) + " |")
         lines.append("")
