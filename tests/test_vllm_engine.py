@@ -47,10 +47,14 @@ def test_prompt_logprob_mapping_scores_only_the_completion():
         scored_from_prompt_logprobs(plp[:3], full, 2, 2)
 
 
-@pytest.fixture(scope="module")
-def vllm_engine(smollm2):
+def _require_vllm():
     if os.environ.get("HEAL_REQUIRE_VLLM") != "1":
         pytest.importorskip("vllm", reason="real-vLLM tests run in the vllm environment: make test-vllm")
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(smollm2):
+    _require_vllm()
     from heal.config import ModelConfig
     from heal.engines import make_engine
 
@@ -104,8 +108,7 @@ def test_vllm_seeds_are_per_sample_and_prefix_shared(vllm_engine):
 def test_sigterm_closes_vllm_engine_processes(smollm2, tmp_path):
     """A `heal` process with a vLLM engine, stopped by SIGTERM, takes vLLM's EngineCore with it (a
     parent killed outright leaves it running, holding its memory). Separate process: real signals."""
-    if os.environ.get("HEAL_REQUIRE_VLLM") != "1":
-        pytest.importorskip("vllm", reason="real-vLLM tests run in the vllm environment: make test-vllm")
+    _require_vllm()
     import signal
     import subprocess
     import sys
