@@ -37,7 +37,8 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     # Two trained methods' stage records (what train_stage writes next to the weights).
     for method, stages in {"heal": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])],
                            "sft_rs": [("single", ["D1"], 5, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])],
-                           "heal_continuous": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])]
+                           "heal_continuous": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])],
+                           "star": [("single", ["D1", "D2"], 4, [0.5])],  # still training: not in final.json
                            }.items():
         for i, (name, data, examples, curve) in enumerate(stages):
             out = run / "checkpoints" / method / f"stage-{name}"
@@ -46,6 +47,8 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
             (out / "heal_stage.json").write_text(json.dumps({
                 "examples": examples, "steps": len(curve), "train_loss": sum(curve) / len(curve), "loss_curve": curve,
                 "stage": {"name": name, "data": data, "learning_rate": 1e-5, "epochs": 1.0} | schedule}))
+
+    (run / "checkpoints" / "final.json").write_text(json.dumps({m: "..." for m in ("heal", "sft_rs", "heal_continuous")}))
 
     [md_path] = write_report([run])
     md = md_path.read_text()
@@ -68,6 +71,7 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     assert "| before the per-problem cap | 2 | 2 | 2 | 4 | 4 | 8 |" in md
     # The training budget per method: stages in order, steps summed, last-5 mean loss.
     assert [st["stage"] for st in summary["training"]["heal"]] == ["I", "II"]
+    assert set(summary["training"]) == {"heal", "sft_rs", "heal_continuous"}
     assert summary["training"]["sft_rs"][0]["last_loss"] == pytest.approx(0.3)  # mean of 0.5 .. 0.1
     assert "| heal | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | per stage | 1e-05 / 1e-05 | 0.400 (0.400) / 0.233 (0.233) |" in md
     assert "| heal_continuous | I: D1 (2, 2); II: D1+D2 (3, 3) | 5 | one | 1e-05 / 1e-05 |" in md
