@@ -192,8 +192,19 @@ def test_continuous_curriculum_carries_optimizer_and_one_schedule(tmp_path, tiny
     assert [s.get("optimizer_carried") for s in stages] == [False, True, True]
     assert [(ckpt / "heal_continuous" / f"stage-{s}" / OPTIMIZER_FILE).exists() for s in ("I", "II", "III")] == [
         True, True, False]  # the last stage's state is needed by no one
+    assert set(json.loads((ckpt / "final.json").read_text())) == {"heal_continuous", "heal_no_curriculum"}
     state = torch.load(ckpt / "heal_continuous" / "stage-II" / OPTIMIZER_FILE, weights_only=True)["state"]
     assert {int(v["step"]) for v in state.values()} == {1 + 2}  # Adam's step count went on from stage I
+
+
+def test_continuous_curriculum_is_refused_under_fsdp_before_anything_trains(tmp_path, tiny_model_dir, monkeypatch):
+    from heal.pace import run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {"methods": ["sft_rs", "heal_continuous"]}))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match=r"\['heal_continuous'\] carry the optimizer .* FSDP"):
+        run_train(cfg, log=lambda *a: None)
+    assert not (Path(cfg.output_dir) / "checkpoints").exists()  # sft_rs, listed first, did not train
 
 
 def test_continuous_stage_resumes_mid_stage_on_its_schedule(tmp_path, tiny_model_dir, monkeypatch):

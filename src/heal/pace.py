@@ -218,7 +218,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     if carried is not None:
         meta["optimizer_carried"] = carried
     if state.is_main_process:
-        if stage.get("schedule", {}).get("save_optimizer"):  # the next stage goes on from this state
+        if stage.get("schedule", {}).get("save_optimizer") and not tc.lora:  # the next stage goes on from it
             torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         for ckpt in tmp.glob("checkpoint-*"):  # mid-stage checkpoints: not part of the stage's result
             shutil.rmtree(ckpt)
@@ -259,9 +259,6 @@ def continue_curriculum(trainer, init_model: str, schedule: dict, log=print) -> 
     carried (not for the first stage, nor under LoRA, whose adapters are new in every stage)."""
     import torch
 
-    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-        raise ValueError("heal_continuous carries the optimizer between stages on one process or DDP; "
-                         "under FSDP / DeepSpeed train `heal` instead")
     optimizer = trainer.create_optimizer()  # transformers' own parameter groups (decay / no decay)
     carried = False
     if schedule["offset"] > 0:
@@ -272,7 +269,9 @@ def continue_curriculum(trainer, init_model: str, schedule: dict, log=print) -> 
             raise FileNotFoundError(f"{saved}: the previous stage's optimizer state, which a continuous "
                                     f"stage goes on from, is missing (delete {saved.parent} to retrain it)")
         else:
-            optimizer.load_state_dict(torch.load(saved, weights_only=True))
+            # On the CPU first (saved by process 0, possibly from cuda:0); load_state_dict moves each
+            # tensor to its parameter's device.
+            optimizer.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
             carried = True
     for group in optimizer.param_groups:  # this stage's learning rate scales the shared shape
         group["lr"] = group["initial_lr"] = trainer.args.learning_rate
@@ -341,8 +340,14 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
     student_tok = AutoTokenizer.from_pretrained(student)
     exact = same_tokenizer(teacher_tok, student_tok)
     data = {name: list(read_jsonl(run_dir / "data" / f"{name}.jsonl")) for name in sizes}
+    methods = methods or cfg.train.methods
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
+    if CONTINUOUS & set(methods) and sharded:  # what `accelerate launch` sets from an FSDP / ZeRO config
+        raise ValueError(f"{sorted(CONTINUOUS & set(methods))} carry the optimizer between stages on one process "
+                         "or DDP; under FSDP / DeepSpeed train `heal` instead")
+    final = run_dir / "checkpoints" / "final.json"
     results = {}
-    for method in methods or cfg.train.methods:
+    for method in methods:
         init, prev = student, None  # prev: the fingerprint of the stage this one starts from
         for i, stage in enumerate(stage_plan(method, sizes, cfg)):
             out = run_dir / "checkpoints" / method / f"stage-{stage['name']}"
@@ -371,9 +376,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
             init, prev = str(out), fingerprint
         results[method] = init
-    final = run_dir / "checkpoints" / "final.json"
-    if state.is_main_process:
-        merged = {**(json.loads(final.read_text()) if final.exists() else {}), **results}
-        atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
+        if state.is_main_process:  # each method as it finishes (the report lists finished methods)
+            merged = {**(json.loads(final.read_text()) if final.exists() else {}), method: init}
+            atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
     state.wait_for_everyone()
     return results
