@@ -1,31 +1,48 @@
-"""Numbers the PACE 0.5B results README quotes beyond report.md: star vs the others, and heal_no_curriculum - star
-(what GEAR's repairs add), paired over problems.  python experiments/pace_qwen0.5b_numbers.py"""
+"""Numbers the PACE 0.5B results README quotes beyond report.md: every model's row (corner problems
+solved, correct answers with a verified derivation) and the paired differences between the
+ablations that report.md (which pairs with sft_rs and heal only) leaves out.
+    python experiments/pace_qwen0.5b_numbers.py"""
 import json
 from collections import defaultdict
+from pathlib import Path
+
 from heal.evaluate import paired_difference
-run = "experiments/runs/pace-qwen0.5b"
-s = json.load(open(f"{run}/eval/summary.json"))
-recs = [json.loads(l) for l in open(f"{run}/eval/evals.jsonl")]
+
+run = Path("experiments/runs/pace-qwen0.5b")
+s = json.loads((run / "eval" / "summary.json").read_text())
+recs = [json.loads(line) for line in open(run / "eval" / "evals.jsonl")]
 by = defaultdict(lambda: defaultdict(list))
 for r in recs:
     if r["sample"] != "greedy":
         by[r["model"]][r["problem_id"]].append(r["correct"])
 tiers = {p: ("solved" if c[0] else "corner") for p, c in by["teacher"].items()}
-m = s["models"]["star"]
-cor = [r for r in recs if r["model"] == "star" and r["correct"]]
-print("star pass@1 %.3f ± %.3f solved %.3f corner %.3f verified %d of %d answered %.3f eq %.3f (%d) trunc %.3f" % (
-    m["pass@1"], m["se"], m["per_tier"]["solved"]["pass@1"], m["per_tier"]["corner"]["pass@1"],
-    sum(r["derivation_ok"] for r in cor), len(cor), m["answer_rate"], m["equation_accuracy"], m["equations"], m["truncation_rate"]))
-print("corner solved", sum(1 for p, c in by["star"].items() if tiers[p] == "corner" and c[0]))
-def pd(a, b):
-    d = paired_difference(by[a], by[b])
-    out = [f"{d['diff']:+.3f} ± {d['se']:.3f}"]
+
+for name, m in s["models"].items():
+    cor = [r for r in recs if r["model"] == name and r["correct"] and r["sample"] != "greedy"]
+    corner = sum(1 for p, c in by[name].items() if tiers[p] == "corner" and c[0])
+    print(f"{name}: pass@1 {m['pass@1']:.3f} ± {m['se']:.3f} solved {m['per_tier']['solved']['pass@1']:.3f} "
+          f"corner {m['per_tier']['corner']['pass@1']:.3f} ({corner} of {sum(t == 'corner' for t in tiers.values())}) "
+          f"verified {sum(bool(r['derivation_ok']) for r in cor)} of {len(cor)} answered {m['answer_rate']:.3f} "
+          f"eq {m['equation_accuracy']:.3f} ({m['equations']}) trunc {m['truncation_rate']:.3f}")
+
+
+def paired(a, b):
+    out = [paired_difference(by[a], by[b])]
     for t in ("solved", "corner"):
-        x = paired_difference({p: c for p, c in by[a].items() if tiers[p] == t}, by[b])
-        out.append(f"{x['diff']:+.3f} ± {x['se']:.3f}")
-    return " | ".join(out)
-for a, b in [("star", "sft_rs"), ("star", "heal"), ("heal_no_curriculum", "star")]:
-    print(f"{a} - {b}: {pd(a, b)}")
-t = json.load(open(f"{run}/checkpoints/star/stage-single/heal_stage.json"))
-c = t["loss_curve"]
-print("train", t["examples"], t["steps"], round(t["train_loss"], 3), round(sum(c[-5:]) / 5, 3))
+        out.append(paired_difference({p: c for p, c in by[a].items() if tiers[p] == t}, by[b]))
+    return " | ".join(f"{d['diff']:+.3f} ± {d['se']:.3f}" for d in out)
+
+
+print("\npaired (all | solved | corner):")
+for a, b in [("star", "sft_rs"), ("star", "heal"), ("heal_no_curriculum", "star"), ("keep_all", "star"),
+             ("keep_all", "heal_no_curriculum"), ("heal_no_pure", "heal_no_curriculum"),
+             ("heal_continuous", "heal"), ("heal_continuous", "heal_no_curriculum"), ("heal_continuous", "sft_rs")]:
+    if a in by and b in by:
+        print(f"{a} - {b}: {paired(a, b)}")
+
+print("\ntraining (examples, steps, mean loss, last-5 loss per stage):")
+for meta in sorted((run / "checkpoints").glob("*/stage-*/heal_stage.json")):
+    t = json.loads(meta.read_text())
+    c = t["loss_curve"]
+    print(meta.parent.parent.name, meta.parent.name, t["examples"], t["steps"], round(t["train_loss"], 3),
+          round(sum(c[-5:]) / len(c[-5:]), 3))
