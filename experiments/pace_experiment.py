@@ -13,7 +13,6 @@ here, then PURE, PACE + baselines, evaluation (teacher and students, held-out pr
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -60,11 +59,9 @@ def publish(run: Path, dest: Path) -> None:
         shutil.copy(png, dest / "report" / png.name)
     # Each trained stage's record (steps, loss curve, settings) of the methods whose training finished
     # (checkpoints/final.json: not one still training in the background); the weights stay out of git.
-    final = run / "checkpoints" / "final.json"
-    finished = json.loads(final.read_text()) if final.exists() else {}
-    for meta in sorted((run / "checkpoints").glob("*/stage-*/heal_stage.json")):
-        if meta.parent.parent.name not in finished:
-            continue
+    from heal.report import finished_stages
+
+    for meta in finished_stages(run):
         (dest / "training").mkdir(exist_ok=True)
         shutil.copy(meta, dest / "training" / f"{meta.parent.parent.name}-{meta.parent.name}.json")
     print(f"published {run} -> {dest}")

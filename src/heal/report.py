@@ -74,16 +74,21 @@ def data_detail(run_dir: Path) -> dict:
     return out
 
 
+def finished_stages(run_dir: Path) -> list[Path]:
+    """The heal_stage.json of every stage of the methods whose training finished (listed in
+    checkpoints/final.json): a method still training in the background is left out."""
+    finished = _load(run_dir / "checkpoints" / "final.json") or {}
+    return [meta for meta in sorted((run_dir / "checkpoints").glob("*/stage-*/heal_stage.json"))
+            if meta.parent.parent.name in finished]
+
+
 def training_detail(run_dir: Path) -> dict:
     """Per trained method, its stages in order: data sets, examples, optimizer steps, learning rate,
     mean loss and the mean of the last 5 logged losses (how tightly the stage fit its data). This is
     the budget the methods are matched on. Only methods whose training finished (listed in
     checkpoints/final.json): a method still training has no row yet."""
     out: dict[str, list] = {}
-    finished = _load(run_dir / "checkpoints" / "final.json") or {}
-    for meta in sorted((run_dir / "checkpoints").glob("*/stage-*/heal_stage.json")):
-        if meta.parent.parent.name not in finished:
-            continue
+    for meta in finished_stages(run_dir):
         m = json.loads(meta.read_text())
         curve = m.get("loss_curve") or []
         out.setdefault(meta.parent.parent.name, []).append({
