@@ -3,8 +3,15 @@
 Every `a op b = c` chain in a step is re-evaluated exactly (fractions, no floats), after stripping
 LaTeX, `\\times`/`\\cdot`/`x`, unit words and thousands separators. A derivation is `ok` when at
 least one equation was checked, none is false, every operand is a number of the question or the
-result of an earlier equation (no number from nowhere), the final answer is the result of a true
-equation (the derivation reaches it), and the text shows no program output it could not have run.
+result of an earlier equation or introduced by a valid rewrite (no number from nowhere), the final
+answer is the result of a true equation (the derivation reaches it), and the text shows no program
+output it could not have run.
+
+A valid rewrite: in a true chain `e0 = e1 = e2 ...` every part after the first has the first part's
+value, so the numbers it introduces are a decomposition or regrouping of numbers already there
+(`724 * 191 = 724 * (200 - 9)`, `1872 * 15 = 1872 * (10 + 5) = 1872 * 10 + 1872 * 5`,
+`-41 + 25 + 36 = -41 + 61`). Only the first part of a chain must be made of known numbers: that is
+where a fabrication starts (`Let me recompute. 1000 + 345 = 1345`, 1000 and 345 from nowhere).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
@@ -33,13 +40,14 @@ _LATEX_SUBS = [
     (r"\*\*", " "),  # markdown bold, not a power (powers are out of scope)
     (r"(?<=\d)\s*[xX]\s*(?=[-(\d])", " * "),  # 3 x 4
     (r"(?<=\d)\s+(?:[a-zA-Z]+\s+){1,2}(?=[-+*/=])", " "),  # unit words: 24 legs + 64 legs = 88
-    (r"\.\s+", " ; "),  # sentence ends: "... = 141. 141 + 5 = 146" is two chains
+    (r"\.(?=\s|$)", " ; "),  # sentence ends (the text's last one too): "... = 141. 141 + 5 = 146" is two chains
 ]
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _CHAIN = re.compile(r"[-+*/().\d\s]*\d[-+*/().\d\s]*(?:=[-+*/().\d\s]*\d[-+*/().\d\s]*)+")
 _LIST_MARKER = re.compile(r"^\s*#*\s*(?:[-*]\s+|\(?[\da-z][.)]\s+|\d+[.)]\s+|step\s+\d+\s*[:.]?\s*)",
                           re.IGNORECASE)
 _UNSUPPORTED_EDGE = set("^_!{}\\§")
+_OPERATION = re.compile(r"[\d)]\s*[-+*/]\s*[-(\d]|-\s*\(")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -93,6 +101,9 @@ class Equation:
     ok: bool  # every adjacent pair of parsed parts is equal
     operands: list[str]  # numeric literals of every part (absolute values)
     partials: list[str]  # values of every sub-expression (what a later part may refer to)
+    # Numbers of the parts after the first of a true chain: a rewrite of the first part's value
+    # introduces them, so they need no earlier source (empty when a link is false).
+    rewritten: list[str] = field(default_factory=list)
 
 
 def _balance(part: str) -> str:
@@ -135,7 +146,8 @@ def equations(step_text: str, step: int = 0) -> list[Equation]:
                 continue
             parts = [_balance(p) for p in m.group(0).split("=")]
             vals = [evaluate(p) for p in parts]
-            if not any(re.search(r"\d\s*[-+*/]\s*[-(\d]", p) for p, v in zip(parts, vals) if v is not None):
+            # An operation: a binary operator (after a number or a bracket) or the negation of a bracket.
+            if not any(_OPERATION.search(p) for p, v in zip(parts, vals) if v is not None):
                 continue  # "x = 5" or "= 3" alone: nothing to check
             links = [(vals[i], vals[i + 1]) for i in range(len(parts) - 1) if vals[i] is not None and vals[i + 1] is not None]
             if not links:
@@ -144,7 +156,8 @@ def equations(step_text: str, step: int = 0) -> list[Equation]:
             parsed = [(p, v) for p, v in zip(parts, vals) if v is not None]
             operands = [str(Fraction(x)) for p, _ in parsed for x in _NUMBER.findall(p)]
             partials = [str(x) for p, _ in parsed for x in _subvalues(p)] + [str(abs(v)) for _, v in parsed]
-            out.append(Equation(step, m.group(0).strip(), [str(v) for _, v in parsed], ok, operands, partials))
+            rewritten = [str(Fraction(x)) for p, _ in parsed[1:] for x in _NUMBER.findall(p)] if ok else []
+            out.append(Equation(step, m.group(0).strip(), [str(v) for _, v in parsed], ok, operands, partials, rewritten))
     return out
 
 
@@ -173,7 +186,8 @@ class StepCheck:
 
 def check_steps(steps: Sequence[str], answer: str | None = None, question: str | None = None) -> StepCheck:
     """Check a derivation given as its steps (texts). `answer`: the final answer it must reach;
-    `question`: its numbers (and results of earlier equations) are the only operands allowed."""
+    `question`: its numbers, the results of earlier equations and the numbers their rewrites introduced
+    are the only operands the first part of a chain may use."""
     eqs = [e for i, s in enumerate(steps) for e in equations(s, i)]
     false = next((e for e in eqs if not e.ok), None)
     invented = bool(_CODE_THEN_OUTPUT.search("".join(steps)))
@@ -181,13 +195,15 @@ def check_steps(steps: Sequence[str], answer: str | None = None, question: str |
     reaches = answer is None or (target is not None and any(e.ok and Fraction(e.values[-1]) == target for e in eqs))
     unsupported = None
     if question is not None:
-        known = numbers_in(question)
+        # 0 and 1 are never from nowhere: adding 0 or multiplying by 1 (or -1, a sign) changes no value.
+        known = numbers_in(question) | {Fraction(0), Fraction(1)}
         for e in eqs:
-            local = {Fraction(x) for x in e.partials}
-            missing = [x for x in e.operands if Fraction(x) not in known and Fraction(x) not in local]
+            # A chain's own results never justify its first part ("1345 = 1000 + 345" with 1345 unknown).
+            rewritten = {Fraction(x) for x in e.rewritten}
+            missing = [x for x in e.operands if Fraction(x) not in known and Fraction(x) not in rewritten]
             if missing and unsupported is None:
                 unsupported = f"step {e.step}: {missing[0]} in '{e.text}'"
-            known |= local
+            known |= {Fraction(x) for x in e.partials} | rewritten
     if false is not None:
         reason = f"false equation in step {false.step}: {false.text}"
     elif invented:
