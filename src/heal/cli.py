@@ -15,14 +15,18 @@ models_app = typer.Typer(no_args_is_help=True, help="Offline model aliases: list
 app.add_typer(models_app, name="models")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Run config YAML (default: the embedded demo config).")
+ConfigArg = typer.Argument(None, help="Run config YAML (the same as -c CONFIG).", show_default=False)
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config field, e.g. --set sample.k=8 (repeatable).")
 
 
-def _load(config: Optional[Path], sets: Optional[List[str]]):
+def _load(config: Optional[Path], sets: Optional[List[str]], positional: Optional[Path] = None):
+    """The run config from `-c CONFIG` or a positional CONFIG (every command takes both forms)."""
     from heal.config import ConfigError, load_config, parse_override
 
+    if config and positional and config != positional:
+        _fail(f"two configs given ({positional} and -c {config}); give one", 2)
     try:
-        return load_config(config, dict(parse_override(s) for s in (sets or [])))
+        return load_config(config or positional, dict(parse_override(s) for s in (sets or [])))
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2)
@@ -58,95 +62,99 @@ def models_prepare(names: List[str] = typer.Argument(..., help="Alias(es) from `
 
 
 @app.command("config")
-def show_config(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+def show_config(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+                sets: Optional[List[str]] = SetOpt):
     """Print the resolved config (every field, defaults filled in)."""
     import yaml
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 @app.command("sample")
-def sample_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
-               progress: bool = typer.Option(True, help="Show a progress bar.")):
+def sample_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+               sets: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 0: K teacher samples per problem, verified; pass rates and tiers. Resumable."""
-    from heal.engines.openai import EngineError
-    from heal.problems import ProblemError
-    from heal.sample import RunMismatch, format_table, run_sample
+    from heal.sample import format_table, run_sample
 
-    cfg = _load(config, sets)
-    try:
-        run_sample(cfg, progress=progress, log=typer.echo)
-    except KeyboardInterrupt:
-        _fail(f"\ninterrupted: every finished sample is saved in {cfg.output_dir}/samples.jsonl; "
-              f"run the same command again to resume", 130)
-    except (ProblemError, RunMismatch, FileNotFoundError, ValueError, EngineError) as e:
-        _fail(f"{e}\n(every finished sample is saved in {cfg.output_dir}/samples.jsonl; the same command resumes)")
+    cfg = _load(config, sets, config_arg)
+    _stage(lambda c, progress, log: run_sample(c, progress=progress, log=log), cfg, "sample", progress)
     typer.echo(format_table(cfg.output_dir))
     typer.echo(f"\nrun directory: {cfg.output_dir}")
 
 
-def _stage(fn, cfg, what: str):
+def _stage(fn, cfg, what: str, progress: bool = True):
+    """Run a stage; every expected failure is one line. Only failures that a rerun can get past (an
+    interrupt, a server, a full disk) say that the same command resumes: a config or data error
+    says what to fix instead."""
     from heal.engines.openai import EngineError
     from heal.problems import ProblemError
-    from heal.sample import RunMismatch
+    from heal.rundir import RunDirError, RunMismatch
+    from heal.store import DiskFull, RunLocked, StoreError
 
+    saved = f"everything finished so far is saved in {cfg.output_dir}"
     try:
-        return fn(cfg, progress=True, log=typer.echo)
+        return fn(cfg, progress=progress, log=typer.echo)
     except KeyboardInterrupt:
-        _fail(f"\ninterrupted: everything finished is saved in {cfg.output_dir}; run the same command to resume", 130)
-    except (ProblemError, RunMismatch, FileNotFoundError, ValueError, EngineError) as e:
-        _fail(f"{what}: {e}\n(everything finished so far is saved in {cfg.output_dir}; the same command resumes)")
+        _fail(f"\ninterrupted: {saved}; run the same command to resume", 130)
+    except (EngineError, DiskFull) as e:
+        _fail(f"{what}: {e}\n({saved}; the same command resumes once this is fixed)")
+    except (ProblemError, RunMismatch, RunLocked, RunDirError, StoreError, FileNotFoundError, ValueError) as e:
+        _fail(f"{what}: {e}")
+    except OSError as e:  # a file the stage had to write or read: name it
+        _fail(f"{what}: {e.strerror or e} ({e.filename or 'no file named'})")
 
 
 @app.command("repair")
-def repair_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+def repair_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+               sets: Optional[List[str]] = SetOpt):
     """GEAR: repair failed trajectories of corner problems at their entropy surge. Resumable."""
     from heal.gear import run_repair
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     typer.echo(json.dumps(_stage(run_repair, cfg, "repair"), indent=2))
 
 
 @app.command("hint")
-def hint_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+def hint_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+             sets: Optional[List[str]] = SetOpt):
     """Answer-guided (STaR-style) samples for hard and corner problems. Resumable."""
     from heal.guided import run_guided
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     typer.echo(json.dumps(_stage(run_guided, cfg, "hint"), indent=2))
 
 
 @app.command("filter")
-def filter_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+def filter_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+               sets: Optional[List[str]] = SetOpt):
     """PURE: score every answer-correct hinted candidate and accept or reject it. Resumable;
     re-running with another pure.score/pure.threshold re-applies it without rescoring."""
     from heal.pure import run_filter
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     typer.echo(json.dumps(_stage(run_filter, cfg, "filter"), indent=2))
 
 
 @app.command("train")
-def train_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
+def train_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+              sets: Optional[List[str]] = SetOpt,
               method: Optional[List[str]] = typer.Option(None, help="Train only these methods (default: train.methods).")):
     """PACE: build D1-D3 and train the student (three cumulative SFT stages) and the baselines. Resumable."""
     from heal.pace import run_train
 
-    cfg = _load(config, sets)
-    try:
-        typer.echo(json.dumps(run_train(cfg, method, log=typer.echo), indent=2))
-    except (FileNotFoundError, ValueError) as e:
-        _fail(f"train: {e}")
+    cfg = _load(config, sets, config_arg)
+    typer.echo(json.dumps(_stage(lambda c, progress, log: run_train(c, method, log=log), cfg, "train"), indent=2))
 
 
 @app.command("eval")
-def eval_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
+def eval_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+             sets: Optional[List[str]] = SetOpt):
     """pass@1 (n samples, standard error), greedy accuracy and per-tier accuracy of the teacher and
     every trained student on decontaminated held-out problems. Resumable."""
     from heal.evaluate import run_eval
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     typer.echo(json.dumps(_stage(run_eval, cfg, "eval"), indent=2))
 
 
@@ -154,20 +162,55 @@ def eval_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = Set
 def report_cmd(run_dirs: List[Path] = typer.Argument(..., help="Run directories.")):
     """Markdown table of every method, PNG plots and summary.json, written into each run directory."""
     from heal.report import write_report
+    from heal.store import StoreError
 
-    for path in write_report(run_dirs):
-        typer.echo(str(path))
+    for rd in run_dirs:
+        if not rd.is_dir():
+            _fail(f"report: {rd} is not a directory (give a run directory, the output_dir of a run)")
+        if not (rd / "problems.jsonl").exists():
+            _fail(f"report: {rd} is not a run directory (no problems.jsonl: run `heal sample` on it first)")
+    try:
+        for path in write_report(run_dirs):
+            typer.echo(str(path))
+    except (StoreError, FileNotFoundError, ValueError) as e:
+        _fail(f"report: {e}")
 
 
 @app.command("run")
-def run_cmd(config: Optional[Path] = typer.Argument(None, help="Run config (default: the embedded demo)."),
-            sets: Optional[List[str]] = SetOpt):
+def run_cmd(config_arg: Optional[Path] = typer.Argument(None, help="Run config (default: the embedded demo)."),
+            config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt):
     """The whole pipeline: sample -> hint -> repair -> filter -> train -> eval -> report. Resumable."""
     from heal.pipeline import run_pipeline
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     report = _stage(run_pipeline, cfg, "run")
     typer.echo(f"report: {report}")
+
+
+@app.command("doctor")
+def doctor_cmd(model: str = typer.Option("smollm2-135m", help="A prepared alias or a .gguf file to decode with."),
+               threads: int = typer.Option(1, help="llama.cpp threads for the smoke decode.")):
+    """Check that this machine runs heal's native code: a llama.cpp smoke decode in a child process
+    (a build that crashes on this CPU is one line with the fix, not a crash in the middle of a run)."""
+    from heal.doctor import cpu_features, smoke_decode
+    from heal.models import resolve
+
+    typer.echo(f"cpu features: {', '.join(cpu_features()) or 'unknown'}")
+    try:
+        import llama_cpp
+    except ImportError:
+        _fail("llama-cpp-python is not installed: `make setup` (or pip install 'heal[llamacpp]')")
+    typer.echo(f"llama-cpp-python {llama_cpp.__version__}")
+    try:
+        gguf = resolve(model).gguf
+    except (KeyError, RuntimeError, FileNotFoundError) as e:
+        _fail(f"doctor: {e}")
+    if gguf is None:
+        _fail(f"doctor: {model} has no GGUF file; prepare it first (`heal models prepare {model}`)")
+    ok, line = smoke_decode(str(gguf), threads)
+    if not ok:
+        _fail(line)
+    typer.echo(line)
 
 
 @app.command("inspect")
@@ -183,6 +226,22 @@ def inspect_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
         _fail(str(e))
 
 
+@app.command("view")
+def view_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
+             out: Optional[Path] = typer.Option(None, help="HTML path (default RUN/view.html); report.html goes beside it."),
+             tokenizer: str = typer.Option("auto", help="Per-token text: auto (the run's teacher, if prepared here), "
+                                                         "none, or a tokenizer folder / model alias. Never loads weights."),
+             report: bool = typer.Option(True, help="Also write report.html (report.md's tables, plots, links).")):
+    """Write a self-contained HTML view of a run (every problem, repair, PURE verdict) and its report."""
+    from heal.view import write_view
+
+    try:
+        for path in write_view(run_dir, out, tokenizer=tokenizer, report=report):
+            typer.echo(str(path))
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
 @app.command("show")
 def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Print a run's pass-rate table and tier counts."""
@@ -194,12 +253,13 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
 
 
 @app.command("problems")
-def problems_cmd(config: Optional[Path] = ConfigOpt, sets: Optional[List[str]] = SetOpt,
+def problems_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
+                 sets: Optional[List[str]] = SetOpt,
                  n: int = typer.Option(3, help="How many to print.")):
     """Load the config's problem set and print a few (checks a data source without sampling)."""
     from heal.problems import ProblemError, from_config
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, config_arg)
     skipped: list[str] = []
     try:
         probs = from_config(cfg.data, skipped=skipped)
