@@ -52,14 +52,26 @@ class DataConfig(_Strict):
     size: int | None = Field(None, gt=0)  # how many to generate (reasoning_gym; default 100) or the first N of a file (None: all)
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)  # reasoning_gym task parameters
-    limit: int | None = None  # keep at most this many problems after loading
+    limit: int | None = Field(None, gt=0)  # keep at most this many problems after loading (null: all)
     on_error: Literal["raise", "skip"] = "raise"  # a malformed record: stop with its file/line, or skip and report it
     # Task suffixes that fight the instruction (method doc, "prompt hygiene").
     strip_suffixes: list[str] = Field(
         default_factory=lambda: ["Give only the result as your final answer."]
     )
-    # Field names for file sources whose records use other names.
+    # A saved DatasetDict's split. null: "train" if it has one, else its only split (else an error naming them).
+    split: str | None = None
+    # Where id / question / answer are in each record of a file or saved dataset (no other keys): a key, or a
+    # path of keys joined by "." and list indices [i] (negative from the end). OpenAI-evals records:
+    # {question: "input[-1].content", answer: "ideal[0]"}. A list at the answer path (ideal: ["42", "42.0"])
+    # gives its first element as the answer and keeps the others in the problem's meta.other_answers.
     fields: dict[str, str] = Field(default_factory=lambda: {"id": "id", "question": "question", "answer": "answer"})
+
+    @model_validator(mode="after")
+    def _check_fields(self):
+        from heal.problems import check_fields  # imported here: the loaders own the path syntax
+
+        check_fields(self.fields)
+        return self
 
 
 class PromptConfig(_Strict):

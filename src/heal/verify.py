@@ -17,58 +17,78 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from heal.problems import ProblemError
+
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# Two alternatives: "final answer is X" / "the answer: X", and a line "Answer: X". Written so that no
+# position is tried twice: `[:\s]*` is one run (the former `\s*[:\s]*` tried every split of a run,
+# quadratic in its length), and a line may start only with spaces, not newlines (the former `^\s*` ran
+# from every line start to the end of a blank tail: 20,000 " \n" took 8 s). Both match the same answers.
 _PHRASE_RE = re.compile(
-    r"(?:final answer|the answer)\s*(?:is|=|:)\s*[:\s]*(.+)|^\s*\**answer\**\s*[:=]\s*(.+)",
+    r"(?:final answer|the answer)\s*(?:is|=|:)[:\s]*(.+)|^[^\S\n]*\**answer\**\s*[:=]\s*(.+)",
     re.IGNORECASE | re.MULTILINE,
 )
+_MATH_OPEN_RE = re.compile(r"\$+|\\\(|\\\[")
 
 
-def _matched_braces(text: str, open_at: int) -> str | None:
-    """Content of the brace group whose `{` is at open_at, or None if it never closes."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        c = text[i]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
+def _closing_braces(text: str, start: int) -> dict[int, int]:
+    """{position of `{`: position of its matching `}`} for text[start:], in one pass (a stack), so
+    finding the closed box among thousands of unclosed ones stays linear. An unmatched `}` is ignored,
+    as a scan from its `{` would never see it."""
+    match, stack = {}, []
+    for m in re.finditer(r"[{}]", text[start:]):
+        if m.group() == "{":
+            stack.append(start + m.start())
+        elif stack:
+            match[stack.pop()] = start + m.start()
+    return match
+
+
+def _last_box(text: str) -> tuple[int, int] | None:
+    """(start, end) of the content of the last `\\boxed{...}` / `\\fbox{...}` that closes."""
+    opens = [m.end() - 1 for m in _BOX_RE.finditer(text)]
+    if not opens:
+        return None
+    closing = _closing_braces(text, opens[0])
+    for at in reversed(opens):
+        if at in closing:
+            return at + 1, closing[at]
     return None
 
 
 def last_boxed(text: str) -> str | None:
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        content = _matched_braces(text, m.end() - 1)
-        if content is not None:
-            return content.strip()
-    return None
+    span = _last_box(text)
+    return text[span[0] : span[1]].strip() if span else None
 
 
 def boxed_span(text: str) -> tuple[int, int] | None:
     """Character span of the last complete `\\boxed{...}` content (used to find answer tokens)."""
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        content = _matched_braces(text, m.end() - 1)
-        if content is not None:
-            return m.end(), m.end() + len(content)
-    return None
+    return _last_box(text)
 
 
 def _clean_phrase(s: str) -> str:
+    """Strip emphasis, a final full stop and one math delimiter at each end ("$-14,282$." -> "-14,282").
+    Plain string operations: a regex for a trailing run of `$` is retried from every `$` of a long run."""
     s = s.strip().strip("*").strip().rstrip(".").strip()
-    s = re.sub(r"^(\$+|\\\(|\\\[)|(\$+|\\\)|\\\])$", "", s).strip()
-    return s.rstrip(".").strip()
+    m = _MATH_OPEN_RE.match(s)
+    if m:
+        s = s[m.end() :]
+    if s.endswith("$"):
+        s = s.rstrip("$")
+    elif s.endswith(("\\)", "\\]")):
+        s = s[:-2]
+    return s.strip().rstrip(".").strip()
 
 
 def extract_answer(text: str) -> tuple[str | None, str]:
-    """(answer, how): how is "boxed", "phrase" or "none"."""
+    """(answer, how): how is "boxed", "phrase" or "none". Linear in len(text)."""
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed, "boxed"
-    matches = list(_PHRASE_RE.finditer(text))
-    if matches:
-        m = matches[-1]
+    m = None
+    for m in _PHRASE_RE.finditer(text):
+        pass
+    if m is not None:
         ans = _clean_phrase(m.group(1) or m.group(2) or "")
         if ans:
             return ans, "phrase"
@@ -86,6 +106,17 @@ class Verdict:
         return asdict(self)
 
 
+def _parse_gold(gold: str, t: int) -> list:
+    from math_verify import parse
+
+    g = parse(f"${gold}$", parsing_timeout=t, raise_on_error=True)
+    # parse() falls back to the bare string when it cannot read the LaTeX ("\\frac{", "???"; nothing at
+    # all for ""); verify() then matches only that exact string, so every answer would be "wrong".
+    if not any(not isinstance(x, str) for x in g):
+        raise ValueError(f"math-verify could not parse the ground truth {gold!r}")
+    return g
+
+
 def _compare(method: str, gold: str, pred: str, meta: dict | None, timeout_s: float) -> bool:
     """Runs inside the worker process."""
     if method == "reasoning_gym":
@@ -100,13 +131,21 @@ def _compare(method: str, gold: str, pred: str, meta: dict | None, timeout_s: fl
     from math_verify import parse, verify
 
     t = max(1, int(timeout_s))
-    g = parse(f"${gold}$", parsing_timeout=t, raise_on_error=True)
+    g = _parse_gold(gold, t)
     p = parse(f"${pred}$", parsing_timeout=t, raise_on_error=True)
-    if not g:
-        raise ValueError(f"math-verify could not parse the ground truth {gold!r}")
     if not p:
         return False  # an answer with no mathematical content is wrong, not an error
     return bool(verify(g, p, timeout_seconds=t, raise_on_error=True))
+
+
+def _check_gold(method: str, gold: str, meta: dict | None, timeout_s: float) -> bool:
+    """Runs inside the worker: raises unless `gold` can be verified against."""
+    if method == "reasoning_gym":
+        if not _compare(method, gold, gold, meta, timeout_s):
+            raise ValueError(f"the task's scorer does not accept the ground truth {gold!r} as an answer to itself")
+    else:
+        _parse_gold(gold, max(1, int(timeout_s)))
+    return True
 
 
 def _serve() -> None:
@@ -116,7 +155,11 @@ def _serve() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            reply = {"ok": _compare(req["method"], req["gold"], req["pred"], req.get("meta"), req["timeout_s"])}
+            if req.get("op") == "gold":
+                ok = _check_gold(req["method"], req["gold"], req.get("meta"), req["timeout_s"])
+            else:
+                ok = _compare(req["method"], req["gold"], req["pred"], req.get("meta"), req["timeout_s"])
+            reply = {"ok": ok}
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # math-verify's TimeoutException is a BaseException
@@ -166,13 +209,13 @@ class Verifier:
     def __del__(self):
         self.close()
 
-    def compare(self, gold: str, pred: str, meta: dict | None = None) -> tuple[bool | None, str | None]:
-        """(correct, error)."""
+    def _request(self, req: dict) -> tuple[bool | None, str | None]:
+        """(reply, error) of one worker request, within the timeout."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         # The first request also pays for the worker's imports (sympy, math-verify).
         wait = self.timeout_s + (0 if self._warm else 60)
-        req = {"method": self.method, "gold": gold, "pred": pred, "meta": meta, "timeout_s": self.timeout_s}
+        req = {"method": self.method, "timeout_s": self.timeout_s, **req}
         try:
             self._proc.stdin.write(json.dumps(req, default=str) + "\n")
             self._proc.stdin.flush()
@@ -191,12 +234,48 @@ class Verifier:
         reply = json.loads(line)
         return (bool(reply["ok"]), None) if "ok" in reply else (None, reply["error"])
 
+    def compare(self, gold: str, pred: str, meta: dict | None = None) -> tuple[bool | None, str | None]:
+        """(correct, error)."""
+        return self._request({"gold": gold, "pred": pred, "meta": meta})
+
+    def gold_error(self, gold: str, meta: dict | None = None) -> str | None:
+        """Why answers cannot be verified against `gold` (None: they can)."""
+        return self._request({"op": "gold", "gold": gold, "meta": meta})[1]
+
     def check(self, text: str, gold: str, meta: dict | None = None) -> Verdict:
         pred, how = extract_answer(text)
         if pred is None:
             return Verdict(pred=None, extraction=how, correct=False)
         correct, error = self.compare(gold, pred, meta)
         return Verdict(pred=pred, extraction=how, correct=correct, error=error)
+
+
+def check_gold(problems: list, method: str = "math_verify", timeout_s: float = 5.0, on_error: str = "raise",
+               skipped: list | None = None, verifier: Verifier | None = None) -> list:
+    """The problems (Problem objects or their dicts) whose gold answer `method` can verify against.
+    A gold it cannot read would make every answer to that problem "wrong"; call this once per problem
+    set, before any generation. on_error="raise": ProblemError naming the first such problem;
+    "skip": each is left out and listed in `skipped`, like a malformed record."""
+    own = verifier is None
+    verifier = verifier or Verifier(method=method, timeout_s=timeout_s)
+    kept = []
+    try:
+        for p in problems:
+            d = p if isinstance(p, dict) else p.to_dict()
+            error = verifier.gold_error(d["answer"], d.get("meta"))
+            if error is None:
+                kept.append(p)
+                continue
+            message = (f"problem '{d['id']}' ({d.get('source') or 'no source'}), answer {d['answer']!r}: {error} "
+                       f"(verify.method: {method}); correct the answer in the data")
+            if on_error == "raise":
+                raise ProblemError(message)
+            if skipped is not None:
+                skipped.append(message)
+    finally:
+        if own:
+            verifier.close()
+    return kept
 
 
 if __name__ == "__main__":
