@@ -112,6 +112,19 @@ class GearConfig(_Strict):
     )
     hint_mode: Literal["reflection", "strip", "keep"] = "reflection"
     reflection: str = "Wait, let me re-check this.\n\n"
+    # Where to cut (heal.locate; docs/method.md, GEAR): entropy (the paper's surge in `window`, backed
+    # up `backup` steps), random (a seeded random step of the same window: the control), first_error
+    # (the step checker's first false step), rollout (cut where the success of hint-free continuations
+    # drops most), judge (before the first step the teacher itself judges incorrect). The last three
+    # cut right before the step they locate (no back-up). Each records its cost in teacher tokens.
+    locator: Literal["entropy", "random", "first_error", "rollout", "judge"] = "entropy"
+    locator_seed: int = 0  # random: the step of trajectory s is drawn with stable_seed(locator_seed, s)
+    rollout_samples: int = Field(2, gt=0)  # rollout: c hint-free continuations per step boundary
+    # judge: asked in a new user turn after each step; the verdict is log p(words[1]) - log p(words[0]).
+    judge_question: str = ("Look only at the last step of your solution so far. Is it correct? "
+                           "Answer with one word: correct or incorrect.")
+    judge_words: tuple[str, str] = ("correct", "incorrect")  # (verdict "fine", verdict "wrong")
+    judge_margin: float = 0.0  # judge: a step is judged wrong when its verdict margin exceeds this
 
     @model_validator(mode="after")
     def _check(self):

@@ -20,9 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.rundir import writes_run
 from heal.engines import engine_for
-from heal.entropy import find_breakpoint, step_means, step_spans_from_pieces, surges, token_pieces
+from heal.entropy import step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
+from heal.locate import locate
 from heal.sample import load_stage0, sampling_params, stable_seed
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore
@@ -51,20 +53,24 @@ def strip_stop(token_ids: list[int], values: list[float] | None, stop: set[int])
     return token_ids, values
 
 
-def plan_cut(traj_ids: list[int], entropy: list[float], tokenizer, gear_cfg) -> dict:
-    """Steps, step entropies, surges, breakpoint and cut of one trajectory (all recorded)."""
+def plan_cut(traj_ids: list[int], entropy: list[float], tokenizer, gear_cfg, **locate_args) -> dict:
+    """Steps, step entropies, surges, the locator's breakpoint and cut of one trajectory (all
+    recorded). `locate_args`: what heal.locate.locate needs beyond the entropy (the step checker's
+    answer and question, a seed, and for rollout/judge the engine, prompt and verifier)."""
     pieces = token_pieces(tokenizer, traj_ids)
     spans = step_spans_from_pieces(pieces)
-    bp = find_breakpoint(entropy, spans, gear_cfg.window, gear_cfg.backup, pieces, gear_cfg.smooth_width)
+    bp, info = locate(gear_cfg.locator, entropy=entropy, spans=spans, pieces=pieces, gear_cfg=gear_cfg,
+                      steps=step_texts(pieces, spans), traj_ids=traj_ids, **locate_args)
     h = step_means(entropy, spans)
     return {"spans": spans, "step_entropy": h.round(5).tolist(), "surges": surges(h).round(5).tolist(),
-            "breakpoint": bp.to_dict(), "pieces": pieces}
+            "breakpoint": bp.to_dict(), "pieces": pieces, "locator": info}
 
 
 def step_texts(pieces: list[str], spans) -> list[str]:
     return ["".join(pieces[a:b]) for a, b in spans]
 
 
+@writes_run("repair")
 def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                problem_ids: list[str] | None = None) -> dict:
     """GEAR on every problem of the configured tiers (or only on `problem_ids` among them)."""
@@ -97,9 +103,18 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
             for pid, s in jobs:
                 prob = problems[pid]
                 traj, ent = strip_stop(s["token_ids"], s.get("entropy"), stop)
-                if ent is None:  # not recorded while sampling: one teacher-forced pass
+                scored_entropy = ent is None
+                if scored_entropy:  # not recorded while sampling: one teacher-forced pass
                     ent = engine.score(prob["prompt_ids"], traj).entropy
-                plan = plan_cut(traj, ent, engine.tokenizer, g)
+                t_loc = time.time()
+                plan = plan_cut(traj, ent, engine.tokenizer, g, answer=prob["answer"], question=prob["question"],
+                                source_seed=stable_seed(g.locator_seed, s["key"], "locator"), engine=engine,
+                                prompt_ids=prob["prompt_ids"], params=params,
+                                verify=lambda text: verifier.check(text, prob["answer"], prob.get("meta")).correct)
+                loc = plan["locator"]
+                if scored_entropy and (g.locator == "entropy" or loc["fallback"]):
+                    loc["cost"]["forced"] += len(traj)
+                loc["seconds"] = round(time.time() - t_loc, 2)
                 bp = plan["breakpoint"]
                 prefix = traj[: bp["cut_token"]]
                 hint_text = render(g.hint_template, prob["answer"])
@@ -131,6 +146,8 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                         "source_key": s["key"], "source_pred": s["pred"], "answer": prob["answer"],
                         "n_source_tokens": len(traj), "step_spans": plan["spans"], "step_entropy": plan["step_entropy"],
                         "surges": plan["surges"], "breakpoint": bp, "window": g.window, "backup": g.backup,
+                        # Per source trajectory (repeated on each of its continuations, counted once).
+                        "locator": g.locator, "locator_info": loc,
                         "cut_token": bp["cut_token"], "restart": bp["restart"],
                         "hint_text": hint_text, "hint_span": [len(prefix), len(prefix) + len(hint)],
                         "continuation_ids": c.token_ids, "continuation": c.text, "finish_reason": c.finish_reason,
@@ -174,4 +191,13 @@ def summarize_repairs(run_dir: Path, problem_ids: list[str] | None = None) -> di
         "duplicates": len(every) - len(recs),
         "teacher_tokens": sum(r["n_tokens"] for r in every),
     }
+    # The locator's own cost, once per source trajectory (records before issue 16 carry none: the
+    # entropy locator on recorded entropies costs nothing).
+    costs = {}
+    for r in every:
+        costs.setdefault(r["source_key"], r.get("locator_info", {}).get("cost", {"generated": 0, "forced": 0}))
+    out["locator_generated_tokens"] = sum(c["generated"] for c in costs.values())
+    out["locator_forced_tokens"] = sum(c["forced"] for c in costs.values())
+    out["teacher_tokens_with_locator"] = (out["teacher_tokens"] + out["locator_generated_tokens"]
+                                          + out["locator_forced_tokens"])
     return out
