@@ -105,3 +105,159 @@ def test_reasoning_gym_answers_that_contradict_their_expression_are_skipped():
     from heal.stepcheck import evaluate
 
     assert all(evaluate(p.meta["expression"]) == evaluate(p.answer) for p in ps)
+
+
+def test_utf8_bom_files_load(tmp_path):
+    bom = "\ufeff"
+    f = tmp_path / "p.jsonl"
+    f.write_text(bom + '{"id": "a", "question": "q", "answer": "1"}\n', encoding="utf-8")
+    assert [p.id for p in load_file(f)] == ["a"]
+    j = tmp_path / "p.json"
+    j.write_text(bom + '[{"id": "b", "question": "q", "answer": "2"}]', encoding="utf-8")
+    assert [p.answer for p in load_file(j)] == ["2"]
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    good = b'{"id": "a", "question": "q", "answer": "1"}\n'
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(good + b'{"id": "b", "question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(ProblemError, match=r"p\.jsonl:2: not valid UTF-8 \(byte 0xe9"):
+        load_file(f)
+    j = tmp_path / "p.json"
+    j.write_bytes(b'[\n{"id": "a", "question": "q", "answer": "1"},\n{"id": "b", "question": "\xff", "answer": "2"}\n]')
+    with pytest.raises(ProblemError, match=r"p\.json:3: not valid UTF-8"):
+        load_file(j)
+
+
+def test_skip_mode_skips_unreadable_lines(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(b'{"id": "a", "question": "q", "answer": "1"}\n{"id": "b", \n\xff\n{"id": "c", "question": "q", "answer": "3"}\n')
+    skipped = []
+    ps = load_file(f, on_error="skip", skipped=skipped)
+    assert [p.id for p in ps] == ["a", "c"]
+    assert len(skipped) == 2
+    assert skipped[0].startswith(f"{f}:2: not valid JSON") and skipped[1].startswith(f"{f}:3: not valid UTF-8")
+
+
+def test_nan_and_infinite_gold_are_rejected_at_load(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"id": "a", "question": "q", "answer": 1}\n{"id": "b", "question": "q", "answer": NaN}\n')
+    with pytest.raises(ProblemError, match=r"p\.jsonl:2: field 'answer' is nan"):
+        load_file(f)
+    g = write(tmp_path / "g.json", '[{"id": "a", "question": "q", "answer": -Infinity}]')
+    with pytest.raises(ProblemError, match=r"g\.json\[0\]: field 'answer' is -inf"):
+        load_file(g)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["q0", "q1"], "answer": [1.5, float("nan")]}), tmp_path / "n.parquet")
+    with pytest.raises(ProblemError, match=r"n\.parquet row 1: field 'answer' is nan"):
+        load_file(tmp_path / "n.parquet")
+
+
+def test_file_that_is_not_parquet(tmp_path):
+    with pytest.raises(ProblemError, match=r"p\.parquet: not a readable parquet file \(") as e:
+        load_file(write(tmp_path / "p.parquet", '{"id": "a", "question": "q", "answer": "1"}\n'))
+    assert "\n" not in str(e.value)
+
+
+def test_directory_that_is_not_a_saved_dataset(tmp_path):
+    with pytest.raises(ProblemError, match="a directory, but not a dataset saved with datasets' save_to_disk") as e:
+        load_problems(str(tmp_path))
+    assert "holds" not in str(e.value)
+    write(tmp_path / "train.jsonl", '{"question": "q", "answer": "1"}\n')
+    with pytest.raises(ProblemError, match=r"it holds \.jsonl files: name one of them"):
+        load_problems(str(tmp_path))
+
+
+def test_dataset_dict_split_choice(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    def part(prefix):
+        return Dataset.from_list([{"id": f"{prefix}0", "question": "q", "answer": "1"}])
+
+    DatasetDict({"test": part("t")}).save_to_disk(str(tmp_path / "one"))
+    assert [p.id for p in load_problems(str(tmp_path / "one"))] == ["t0"]  # the only split
+    DatasetDict({"test": part("t"), "validation": part("v")}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(ProblemError, match=r"no 'train' split .*\['test', 'validation'\].*set data\.split"):
+        load_problems(str(tmp_path / "two"))
+    assert [p.id for p in load_problems(str(tmp_path / "two"), split="validation")] == ["v0"]
+    with pytest.raises(ProblemError, match=r"no split 'dev' \(has \['test', 'validation'\]\)"):
+        load_problems(str(tmp_path / "two"), split="dev")
+    DatasetDict({"train": part("r"), "test": part("t")}).save_to_disk(str(tmp_path / "std"))
+    assert [p.id for p in load_problems(str(tmp_path / "std"))] == ["r0"]
+    part("s").save_to_disk(str(tmp_path / "single"))
+    with pytest.raises(ProblemError, match="a single Dataset without splits, but data.split is 'test'"):
+        load_problems(str(tmp_path / "single"), split="test")
+    f = write(tmp_path / "p.jsonl", '{"question": "q", "answer": "1"}\n')
+    with pytest.raises(ProblemError, match="applies only to a saved DatasetDict folder"):
+        load_problems(str(f), split="test")
+
+
+def test_split_from_config(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from heal.config import DataConfig
+    from heal.problems import from_config
+
+    rows = [{"id": "x", "question": "q", "answer": "1"}]
+    DatasetDict({"a": Dataset.from_list(rows), "b": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "d"))
+    assert [p.id for p in from_config(DataConfig(source=str(tmp_path / "d"), split="b"))] == ["x"]
+
+
+def test_openai_evals_records_with_field_paths(tmp_path):
+    recs = [
+        {"input": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}], "ideal": ["2", "2.0"]},
+        {"input": [{"role": "user", "content": "2+2?"}], "ideal": "4"},
+    ]
+    f = write(tmp_path / "evals.jsonl", "".join(json.dumps(r) + "\n" for r in recs))
+    ps = load_file(f, fields={"question": "input[-1].content", "answer": "ideal"})
+    assert [(p.id, p.question, p.answer) for p in ps] == [("evals-0", "1+1?", "2"), ("evals-1", "2+2?", "4")]
+    assert ps[0].meta == {"other_answers": ["2.0"]} and ps[1].meta == {}  # the rest of a list answer
+    first = load_file(f, fields={"question": "input[0].content", "answer": "ideal[-1]"}, on_error="skip", skipped=(skipped := []))
+    assert [(p.question, p.answer, p.meta) for p in first] == [("Be brief.", "2.0", {})]
+    # An index on a string is an error (not its first character); `ideal` without one takes both forms.
+    assert skipped == [f"{f}:2: missing field 'ideal[-1]' (ideal is '4', not a list)"]
+
+
+def test_field_path_errors_name_the_missing_step(tmp_path):
+    f = write(tmp_path / "p.jsonl", json.dumps({"input": [{"role": "user", "text": "q"}], "ideal": []}) + "\n")
+    with pytest.raises(ProblemError, match=r"p\.jsonl:1: missing field 'input\[-1\]\.content' \(input\[-1\] is \{"):
+        load_file(f, fields={"question": "input[-1].content", "answer": "ideal"})
+    with pytest.raises(ProblemError, match=r"p\.jsonl:1: field 'ideal' is an empty list"):
+        load_file(f, fields={"question": "input[0].text", "answer": "ideal"})
+    with pytest.raises(ProblemError, match=r"field 'input' must be a non-empty string, got \[.*e\.g\. 'input\[-1\]\.content'"):
+        load_file(f, fields={"question": "input", "answer": "ideal"})
+    with pytest.raises(ProblemError, match=r"unknown key\(s\) \['questoin'\] in data\.fields"):
+        load_file(f, fields={"questoin": "input"})
+
+
+def test_flat_keys_with_dots_still_map(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"q.text": "q?", "a": {"value": 5}}\n')
+    ps = load_file(f, fields={"question": "q.text", "answer": "a.value"})
+    assert (ps[0].question, ps[0].answer) == ("q?", "5")
+
+
+def test_data_config_validation():
+    from pydantic import ValidationError
+
+    from heal.config import DataConfig
+
+    for bad in ({"limit": -1}, {"limit": 0}, {"fields": {"question": "q", "solution": "s"}},
+                {"fields": {"question": "input[x]"}}, {"fields": {"answer": "a..b"}}):
+        with pytest.raises(ValidationError):
+            DataConfig(**bad)
+    assert DataConfig(fields={"question": "input[-1].content", "answer": "ideal[0]"}).fields["answer"] == "ideal[0]"
+
+
+def test_limit_must_be_positive(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"question": "q", "answer": "1"}\n{"question": "r", "answer": "2"}\n')
+    with pytest.raises(ProblemError, match=r"data\.limit must be > 0"):
+        load_problems(str(f), limit=-1)
+    assert [p.id for p in load_problems(str(f), limit=1)] == ["p-0"]
+
+
+def test_duplicate_ids_cite_lines(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"id": "a", "question": "q", "answer": "1"}\n\n{"id": "b", "question": "q", "answer": "1"}\n'
+                                    '{"id": "a", "question": "r", "answer": "2"}\n')
+    with pytest.raises(ProblemError, match=rf"duplicate problem id 'a': {f}:1 and {f}:4$"):
+        load_file(f)

@@ -62,8 +62,9 @@ class DataConfig(_Strict):
     split: str | None = None
     # Where id / question / answer are in each record of a file or saved dataset (no other keys): a key, or a
     # path of keys joined by "." and list indices [i] (negative from the end). OpenAI-evals records:
-    # {question: "input[-1].content", answer: "ideal[0]"}. A list at the answer path (ideal: ["42", "42.0"])
-    # gives its first element as the answer and keeps the others in the problem's meta.other_answers.
+    # {question: "input[-1].content", answer: ideal}. A list at the answer path (ideal: ["42", "42.0"]) gives
+    # its first element as the answer and keeps the others in the problem's meta.other_answers; a string is
+    # taken as it is (so `ideal` reads both forms, where `ideal[0]` would refuse a string).
     fields: dict[str, str] = Field(default_factory=lambda: {"id": "id", "question": "question", "answer": "answer"})
 
     @model_validator(mode="after")

@@ -70,6 +70,8 @@ def _lookup(rec: dict, path: str) -> tuple[str, Any]:
             ok = isinstance(value, dict) and step in value
         if not ok:
             what = f"{_path_str(steps[:i])} is {_short(value, 40)}" if i else ""
+            if i and isinstance(step, int) and not isinstance(value, list):
+                what += ", not a list"
             raise KeyError(what)
         value = value[step]
     return steps[0], value
