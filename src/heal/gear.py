@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.rundir import writes_run
 from heal.engines import engine_for
 from heal.entropy import step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
@@ -69,6 +70,7 @@ def step_texts(pieces: list[str], spans) -> list[str]:
     return ["".join(pieces[a:b]) for a, b in spans]
 
 
+@writes_run("repair")
 def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                problem_ids: list[str] | None = None) -> dict:
     """GEAR on every problem of the configured tiers (or only on `problem_ids` among them)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.rundir import writes_run
 from heal.engines import engine_for
 from heal.engines.base import chat_prompt_ids
 from heal.entropy import step_spans_from_pieces, token_pieces
@@ -25,6 +26,7 @@ from heal.store import JsonlStore
 from heal.verify import Verifier
 
 
+@writes_run("hint")
 def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) -> dict:
     run_dir = Path(cfg.output_dir)
     problems, _, tiers = load_stage0(run_dir)

@@ -32,6 +32,7 @@ from heal.config import RunConfig, echo_config
 from heal.engines.base import chat_prompt_ids
 from heal.pure import verdict
 from heal.sample import load_stage0
+from heal.rundir import writes_run
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 # Train settings that do not change what a stage learns (what to train, progress bars, speed, memory,
@@ -212,8 +213,11 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    # Trainer's training_loss sums only the losses of this process's steps but divides by every step
+    # (a resumed stage reported a loss too small by the resumed share); the logged curve holds them all.
+    train_loss = sum(losses) / len(losses) if resume and losses else result.training_loss
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
-            "train_loss": result.training_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
+            "train_loss": train_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
             "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
     if carried is not None:
         meta["optimizer_carried"] = carried
@@ -229,7 +233,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
         (out_dir / "DONE").write_text("ok\n")
-        log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {result.training_loss:.4f})")
+        log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {train_loss:.4f})")
     state.wait_for_everyone()
     return meta
 
@@ -318,6 +322,7 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
     return plan
 
 
+@writes_run("train")
 def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> dict:
     """Train every configured method (resumable: finished stages are skipped)."""
     from transformers import AutoTokenizer
@@ -377,7 +382,10 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             init, prev = str(out), fingerprint
         results[method] = init
         if state.is_main_process:  # each method as it finishes (the report lists finished methods)
-            merged = {**(json.loads(final.read_text()) if final.exists() else {}), method: init}
+            # Relative to the run directory, so `heal eval` finds the weights from any working directory
+            # and a run directory can be moved (evaluate.trained_models resolves them).
+            merged = {**(json.loads(final.read_text()) if final.exists() else {}),
+                      method: os.path.relpath(init, run_dir)}
             atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
     state.wait_for_everyone()
     return results

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from heal.config import RunConfig
+from heal.rundir import writes_run
 
 
+@writes_run("run")
 def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: str | None = None) -> Path:
     """Run every stage (or up to and including `stop_after`: "train" or "eval"); returns the report's
     path (the run directory when stopped early)."""
@@ -25,7 +27,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
     from heal.pace import run_train
     from heal.pure import run_filter
     from heal.report import write_report
-    from heal.sample import format_table, run_sample
+    from heal.sample import format_table, load_run_problems, run_sample
 
     run_dir = Path(cfg.output_dir)
     t0 = time.time()
@@ -33,10 +35,11 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
     def step(name: str):
         log(f"\n== {name}  ({time.time() - t0:.0f}s into the run)")
 
+    problems = load_run_problems(cfg, None, log)  # a bad data file fails before the teacher loads
     engine = make_engine(cfg.teacher)  # one teacher load for the three sampling stages
     try:
         step("1/7 sample (Stage 0 rejection sampling)")
-        run_sample(cfg, engine=engine, progress=progress, log=log)
+        run_sample(cfg, engine=engine, problems=problems, progress=progress, log=log)
         log(format_table(run_dir))
         step("2/7 hint (answer-guided samples)")
         log(str(run_guided(cfg, engine=engine, progress=progress, log=log)))

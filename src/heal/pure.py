@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
+from heal.rundir import writes_run
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import strip_stop
 from heal.hints import mentions_hint, states_answer_before_deriving
@@ -154,6 +155,7 @@ def scorer_name(cfg: RunConfig) -> str:
     return f"{cfg.pure.scorer or cfg.teacher.model}@{cfg.pure.scorer_engine}"
 
 
+@writes_run("filter")
 def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) -> dict:
     from heal.engines.base import chat_prompt_ids
     from heal.sample import RunMismatch

@@ -22,14 +22,11 @@ from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
 from heal.engines import engine_for
-from heal.engines.base import SamplingParams, chat_prompt_ids
+from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import Problem, from_config
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+from heal.rundir import RunMismatch, changed_settings, writes_run  # noqa: F401  (re-exported)
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
 from heal.verify import Verifier
-
-
-class RunMismatch(RuntimeError):
-    pass
 
 
 def stable_seed(base: int, *parts: object) -> int:
@@ -59,10 +56,9 @@ def tier_of(n_correct: int, k: int, solved_min_pass: float = 0.5, corner_max_cor
     return "hard"
 
 
-def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[Problem] | None,
-                      log) -> list[dict]:
-    """Load the run's problems with prompt ids; on resume, the stored set must match."""
-    path = run_dir / "problems.jsonl"
+def load_run_problems(cfg: RunConfig, problems: list[Problem] | None, log) -> list[Problem]:
+    """The config's problems, loaded and checked before any model loads (a bad file, field or gold
+    answer is reported without waiting for the teacher)."""
     skipped: list[str] = []
     problems = problems if problems is not None else from_config(cfg.data, skipped=skipped)
     if skipped:
@@ -71,6 +67,12 @@ def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[P
             log(f"  {msg}")
     if not problems:
         raise ValueError(f"no problems loaded from {cfg.data.source}")
+    return problems
+
+
+def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[Problem], log) -> list[dict]:
+    """The run's problems with prompt ids; on resume, the stored set must match."""
+    path = run_dir / "problems.jsonl"
     rows = []
     for p in problems:
         text = cfg.prompt.template.format(question=p.question)
@@ -86,23 +88,6 @@ def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[P
         return old
     atomic_write_jsonl(path, rows)
     return rows
-
-
-_OUTPUT_NEUTRAL = {"threads", "batch_size", "device", "api_key_env", "concurrency", "max_retries", "timeout_s",
-                   "tensor_parallel_size", "data_parallel_size"}
-
-
-def changed_settings(old: dict, new: dict, sections: tuple[str, ...]) -> list[str]:
-    """The "section.field" names whose values differ between a pinned config dump and a new one. A
-    field added to heal after the pin compares as its default; transport and throughput settings
-    (threads, retries, timeouts...) do not change what is generated."""
-    defaults = RunConfig().model_dump(mode="json")
-    diff = []
-    for section in sections:
-        o, n = old.get(section, {}), new[section]
-        diff += [f"{section}.{k}" for k in sorted(set(o) | set(n))
-                 if k not in _OUTPUT_NEUTRAL and o.get(k, defaults[section].get(k)) != n.get(k)]
-    return diff
 
 
 def _check_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -132,10 +117,12 @@ def _check_config(cfg: RunConfig, run_dir: Path) -> None:
 
 def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
     """Derive tiers.jsonl and sample_summary.json from the store (always recomputable)."""
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for rec in read_jsonl(run_dir / "samples.jsonl"):
-        by_problem[rec["problem_id"]].append(rec)
     k = cfg.sample.k
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for rec in read_store(run_dir / "samples.jsonl"):
+        # A run sampled with a larger K keeps its extra samples on disk; K = k reads the first k.
+        if rec["sample_index"] < k:
+            by_problem[rec["problem_id"]].append(rec)
     tiers, counts = [], Counter()
     total = Counter()
     for p in problems:
@@ -168,6 +155,7 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
     return summary
 
 
+@writes_run("sample")
 def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = None, progress: bool = True,
                log=print) -> dict:
     """Stage 0 on `cfg`. Pass an engine to reuse a loaded model; otherwise one is built from cfg.teacher.
@@ -177,11 +165,12 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
 
         return ray_sample(cfg, problems, progress, log)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(cfg, run_dir)
+    problems = load_run_problems(cfg, problems, log)
     echo_config(cfg, run_dir)
     with engine_for(cfg.teacher, engine) as engine:
         rows = _prepare_problems(cfg, run_dir, engine.tokenizer, problems, log)
+        check_prompts_fit(engine, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens, log)
         store = JsonlStore(run_dir / "samples.jsonl")
         todo = todo_items(cfg, rows, store)
         if len(store):
@@ -266,7 +255,7 @@ def load_stage0(run_dir: str | Path) -> tuple[dict[str, dict], dict[str, list[di
             raise FileNotFoundError(f"{run_dir / name} is missing: run `heal sample` on this run first")
     problems = {r["id"]: r for r in read_jsonl(run_dir / "problems.jsonl")}
     by_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in read_jsonl(run_dir / "samples.jsonl"):
+    for r in read_store(run_dir / "samples.jsonl"):
         by_problem[r["problem_id"]].append(r)
     tiers = {r["problem_id"]: r for r in read_jsonl(run_dir / "tiers.jsonl")}
     return problems, by_problem, tiers

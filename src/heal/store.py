@@ -8,13 +8,22 @@ them, so a resumed run has no duplicate and loses nothing it had written.
 
 Derived artifacts (summaries, tables) are written whole with `atomic_write_text`: write a temp
 file in the same folder, fsync, `os.replace`.
+
+One writer per run directory: every stage holds `run_lock(run_dir)` (an flock on RUN/.heal.lock,
+released by the kernel when the process dies, kill -9 included) and a second process is refused
+with a message naming the holder. Readers go through `read_store`, which yields each key once, so
+a store written before the lock existed never counts a record twice.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,20 +32,83 @@ class StoreError(ValueError):
     pass
 
 
+class RunLocked(RuntimeError):
+    """Another process is writing the same run directory."""
+
+
+class DiskFull(OSError):
+    """The disk filled up while writing; everything acknowledged before is on disk."""
+
+
+def _disk_error(e: OSError, path) -> OSError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(e.errno, f"no space left on the device writing {path}: free some space and run the "
+                                 f"same command again (every record written before is kept)")
+    return e
+
+
+_held: dict[str, list] = {}  # run directory (resolved) -> [open lock file, depth]: reentrant per process
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike, what: str = "heal"):
+    """Hold the run directory's exclusive writer lock for the block (reentrant in one process).
+
+    flock, not a pid file: the kernel drops the lock when its holder dies, so a killed run never
+    leaves a stale lock behind. The holder writes its pid and command into the file so the refusal
+    can say who holds it."""
+    run_dir = Path(run_dir)
+    key = str(run_dir.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    path = run_dir / ".heal.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunLocked(f"{run_dir} is being written by {holder}; wait for it to finish (or stop it) "
+                        f"before running `{what}` on the same output_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} ({' '.join(['heal', *sys.argv[1:]]) if sys.argv else what})\n")
+    f.flush()
+    _held[key] = [f, 1]
+    try:
+        yield
+    finally:
+        _held.pop(key)
+        f.seek(0)
+        f.truncate()
+        f.close()  # closing the descriptor releases the flock
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _disk_error(e, path) from None
     try:
         os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _disk_error(e, path) from None
         raise
 
 
@@ -44,10 +116,15 @@ def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield records; a malformed line raises StoreError naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+def _parsed(path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSONL file; bad JSON, bad UTF-8 or a non-object is a StoreError
+    naming file:line. Lines are decoded one by one so the error can say which line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StoreError(f"{path}:{lineno}: not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -56,6 +133,30 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise StoreError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(rec, dict):
                 raise StoreError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            yield lineno, rec
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield records; a malformed line raises StoreError naming the file and line."""
+    for _, rec in _parsed(path):
+        yield rec
+
+
+def _lines(path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a store; a record without a string `key` is a StoreError naming its line."""
+    for lineno, rec in _parsed(path):
+        if not isinstance(rec.get("key"), str):
+            raise StoreError(f"{path}:{lineno}: a store record needs a string 'key'")
+        yield lineno, rec
+
+
+def read_store(path: str | os.PathLike) -> Iterator[dict]:
+    """A store's records, each key once (the first written wins: the later copies are what a second
+    writer duplicated before runs were locked). Malformed lines raise StoreError with file:line."""
+    seen: set[str] = set()
+    for _, rec in _lines(path):
+        if rec["key"] not in seen:
+            seen.add(rec["key"])
             yield rec
 
 
@@ -68,7 +169,7 @@ class JsonlStore:
         self._repair_tail()
         self._keys: set[str] = set()
         if self.path.exists():
-            for rec in read_jsonl(self.path):
+            for _, rec in _lines(self.path):
                 self._keys.add(rec["key"])
 
     def _repair_tail(self) -> None:
@@ -116,11 +217,17 @@ class JsonlStore:
             return 0
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh).encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
         try:
             view = memoryview(data)
             while view:  # os.write may write less than asked
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError as e:
+            # A full disk mid-batch: cut the file back to its last acknowledged record, so the
+            # store holds whole lines only and a rerun redoes just this batch.
+            os.ftruncate(fd, size)
+            raise _disk_error(e, self.path) from None
         finally:
             os.close(fd)
         self._keys.update(r["key"] for r in fresh)
@@ -128,4 +235,4 @@ class JsonlStore:
 
     def __iter__(self) -> Iterator[dict]:
         if self.path.exists():
-            yield from read_jsonl(self.path)
+            yield from read_store(self.path)

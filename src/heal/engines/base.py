@@ -58,6 +58,7 @@ class Engine(Protocol):
     tokenizer: object  # a transformers tokenizer (shared chat template, ids)
 
     batch_size: int  # prompts per generate() call that use the engine well (1 for single-stream engines)
+    context_length: int | None  # tokens of prompt + completion the model takes (None: unknown, a server's)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
@@ -73,6 +74,28 @@ class Engine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class ContextError(ValueError):
+    """A prompt does not fit the model's context window."""
+
+
+def check_prompts_fit(engine, prompts: Sequence[tuple[str, Sequence[int]]], max_new_tokens: int, log=print) -> None:
+    """Before generating: every (name, prompt ids) must leave room for at least one new token in the
+    engine's context window. A prompt that does not fit would come back as an empty completion,
+    scored wrong, and its problem would land in the corner tier without a word."""
+    ctx = getattr(engine, "context_length", None)
+    if not ctx:
+        return
+    too_long = [(name, len(ids)) for name, ids in prompts if len(ids) >= ctx]
+    if too_long:
+        name, n = max(too_long, key=lambda x: x[1])
+        raise ContextError(f"{len(too_long)} prompt(s) do not fit the model's context of {ctx} tokens (longest: "
+                           f"{name}, {n} tokens); raise the context (n_ctx / max_model_len) or drop those problems")
+    tight = sum(1 for _, ids in prompts if len(ids) + max_new_tokens > ctx)
+    if tight:
+        log(f"note: {tight} prompt(s) leave less than max_new_tokens={max_new_tokens} of the {ctx}-token context; "
+            f"their completions stop early and count as truncated")
 
 
 def entropy_from_logits(logits: np.ndarray) -> np.ndarray:

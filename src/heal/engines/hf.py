@@ -8,12 +8,13 @@ log-probability at the next step), so no full logits are ever stored.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
 from transformers import GenerationConfig
 
-from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+from heal.engines.base import Completion, ContextError, SamplingParams, Scored, eos_ids
 
 
 class EntropyRecorder:
@@ -61,6 +62,7 @@ class HFEngine:
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         self.eos = sorted(eos_ids(self.tokenizer, self.model.generation_config))
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos[0]
 
@@ -85,6 +87,11 @@ class HFEngine:
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, record_entropy: bool,
                         seed: int) -> list[Completion]:
         width = max(len(p) for p in prompts)
+        ctx = self.context_length
+        if ctx and width >= ctx:
+            raise ContextError(f"a prompt of {width} tokens does not fit the model's context of {ctx} tokens")
+        if ctx and width + params.max_new_tokens > ctx:  # positions past the context are not the model's
+            params = dataclasses.replace(params, max_new_tokens=ctx - width)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, p in enumerate(prompts):  # left padding: every row's last prompt token is aligned

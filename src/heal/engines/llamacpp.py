@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+from heal.engines.base import ContextError, Completion, SamplingParams, Scored, eos_ids
 
 
 def step_stats(logits: np.ndarray) -> tuple[np.ndarray, float]:
@@ -56,6 +56,17 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     return int(idx[rng.choice(keep, p=q / q.sum())])
 
 
+def default_threads(cores: int | None = None, load: float | None = None) -> int:
+    """llama.cpp threads when `threads` is unset: the cores this process may use less those another
+    process keeps busy (the 1-minute load average, rounded). llama.cpp's threads meet at a barrier
+    after every matrix product, so one thread that shares its core with a busy process stalls the
+    others: on 2 cores with another process busy on both, 2 threads decoded 0.5-1.5 tok/s and 1 thread
+    about 7.5 (benchmarks/llamacpp_build.py measures it). Erring low costs a fraction; erring high, 10x."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    load = load if load is not None else os.getloadavg()[0]
+    return max(1, min(cores, cores - int(load + 0.5)))
+
+
 class LlamaCppEngine:
     name = "llamacpp"
 
@@ -71,16 +82,18 @@ class LlamaCppEngine:
                 tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path) or ".",
                                                           gguf_file=os.path.basename(gguf_path))
         self.tokenizer = tokenizer
-        self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, n_batch=n_batch, n_threads=threads or os.cpu_count(),
+        threads = threads or default_threads()
+        self.threads = threads
+        self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
                          logits_all=False, verbose=False, seed=seed)
         atexit.register(self.close)
-        self.n_ctx = n_ctx
+        self.n_ctx = self.context_length = n_ctx
         self.n_batch = n_batch
         self.parallel = max(1, parallel)
         self.batch_size = self.parallel
         self._pctx = self._pbatch = None
         if self.parallel > 1:
-            self._init_parallel(threads or os.cpu_count())
+            self._init_parallel(threads)
         self.n_vocab = self.llm.n_vocab()
         self.eos = eos_ids(tokenizer)
         model_eos = self.llm.token_eos()
@@ -124,7 +137,7 @@ class LlamaCppEngine:
         first: list[np.ndarray] = []
         for s, (prompt, _) in enumerate(jobs):
             if len(prompt) >= self.n_ctx:
-                raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context window n_ctx={self.n_ctx}")
+                raise ContextError(f"prompt of {len(prompt)} tokens does not fit the context window n_ctx={self.n_ctx}")
             src = next((t for t in range(s) if jobs[t][0] == prompt), None)
             if src is not None:  # same prompt: share its KV cache instead of recomputing it
                 llama_cpp.llama_memory_seq_cp(self._pctx.memory, src, s, -1, -1)
@@ -180,7 +193,7 @@ class LlamaCppEngine:
         logits after the last id."""
         llm = self.llm
         if len(ids) >= self.n_ctx:
-            raise ValueError(f"prompt of {len(ids)} tokens does not fit the context window n_ctx={self.n_ctx}")
+            raise ContextError(f"prompt of {len(ids)} tokens does not fit the context window n_ctx={self.n_ctx}")
         cached = llm.input_ids[: llm.n_tokens]
         common = 0
         lim = min(len(cached), len(ids))
@@ -249,7 +262,7 @@ class LlamaCppEngine:
         prompt = [int(t) for t in prompt]
         completion = [int(t) for t in completion]
         if len(prompt) + len(completion) > self.n_ctx:
-            raise ValueError(f"prompt+completion of {len(prompt) + len(completion)} tokens exceeds n_ctx={self.n_ctx}")
+            raise ContextError(f"prompt+completion of {len(prompt) + len(completion)} tokens exceeds n_ctx={self.n_ctx}")
         if not completion:
             return Scored(logprobs=[], entropy=[])
         llm = self.llm

@@ -58,7 +58,7 @@ class OpenAIEngine:
         key = os.environ.get(api_key_env)
         if key:
             self.session.headers["Authorization"] = f"Bearer {key}"
-        self.model = model or self._first_model()
+        self.model, self.context_length = self._served_model(model)
         self.eos = eos_ids(tokenizer)
         self._checked: set[str] = set()
 
@@ -82,13 +82,20 @@ class OpenAIEngine:
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    def _first_model(self) -> str:
+    def _served_model(self, name: str | None) -> tuple[str, int | None]:
+        """(model name, its context length where the server says: vLLM and SGLang list max_model_len).
+        Without a name the server's first model is used, and a server that cannot list one is an error."""
         try:
-            r = self.session.get(f"{self.base_url}/v1/models", timeout=self.timeout_s)
+            r = self.session.get(f"{self.base_url}/v1/models", timeout=self.timeout_s if name is None else 10)
             r.raise_for_status()
-            return r.json()["data"][0]["id"]
-        except (requests.RequestException, KeyError, IndexError) as e:
+            models = r.json()["data"]
+            entry = next((m for m in models if m.get("id") == name), None) if name else models[0]
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as e:
+            if name is not None:
+                return name, None  # the completions endpoint is what matters; its errors are clear
             raise EngineError(f"no model list at {self.base_url}/v1/models ({e}); is the server up?") from None
+        ctx = (entry or {}).get("max_model_len")
+        return (name or entry["id"]), (int(ctx) if isinstance(ctx, int) and ctx > 0 else None)
 
     def _prompt(self, ids: Sequence[int]):
         if self.prompt_format == "token_ids":

@@ -97,6 +97,10 @@ class VLLMEngine:
         # vLLM schedules everything it is given; a caller's chunk of this many prompts keeps it busy.
         self.batch_size = batch_size or 256
         self.eos = eos_ids(self.tokenizer)
+        try:  # vLLM's own limit (max_model_len, from engine_args or the model's config)
+            self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
+        except AttributeError:
+            self.context_length = None
 
     def _params(self, params: SamplingParams, seed: int, record_entropy: bool, **extra):
         return self._vllm.SamplingParams(
