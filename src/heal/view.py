@@ -145,14 +145,23 @@ class _Run:
             return None
 
 
+def _run_section(run_dir: Path, name: str):
+    """One section of the run's config.yaml (the echo `heal` writes), validated on its own, so a config
+    written by another heal version still gives its PURE and Stage 0 settings; None if unreadable."""
+    from heal.config import EvalConfig, PureConfig, SampleStageConfig
+
+    try:
+        import yaml
+
+        raw = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get(name) or {}
+        return {"pure": PureConfig, "sample": SampleStageConfig, "eval": EvalConfig}[name].model_validate(raw)
+    except Exception:  # noqa: BLE001 -- no or foreign config: the stored verdicts are shown instead
+        return None
+
+
 def _pure_cfg(run_dir: Path):
     """The run's PURE settings (verdicts are re-applied with them, as `heal train` does), or None."""
-    try:
-        from heal.config import load_config
-
-        return load_config(run_dir / "config.yaml").pure if (run_dir / "config.yaml").exists() else None
-    except Exception:  # noqa: BLE001 -- an old or foreign config: the stored verdicts are shown instead
-        return None
+    return _run_section(run_dir, "pure")
 
 
 def _r(x, d=3):
@@ -298,8 +307,8 @@ def collect(run_dir: str | Path, tokenizer=None, tokenizer_note: str = "") -> di
         details[pid] = detail
 
     eval_view = _evals(evals, eval_problems, run_dir)
-    subruns = sorted(str(p.parent.relative_to(run_dir)) for p in run_dir.glob("*/*/problems.jsonl"))
-    subruns += sorted(str(p.parent.relative_to(run_dir)) for p in run_dir.glob("*/problems.jsonl"))
+    # Runs nested in this one (the GEAR probe keeps one per window): named, so they can be viewed.
+    subruns = sorted(str(p.parent.relative_to(run_dir)) for pat in ("*/tiers.jsonl", "*/*/tiers.jsonl") for p in run_dir.glob(pat))
     notes = {"tokenizer": tokenizer_note, "missing": [(a, what, cmd) for a, what, cmd in ARTIFACTS if a in run.missing],
              "errors": run.errors, "subruns": subruns,
              "pure": None if cfg is None else {"score": cfg.score, "threshold": cfg.threshold, "verify_steps": cfg.verify_steps}}
@@ -346,12 +355,9 @@ def _evals(evals: list[dict], eval_problems: dict, run_dir: Path) -> dict:
     as `heal eval` computes it)."""
     from heal.sample import tier_of
 
-    try:
-        from heal.config import load_config
-
-        s = load_config(run_dir / "config.yaml").sample if (run_dir / "config.yaml").exists() else None
-    except Exception:  # noqa: BLE001
-        s = None
+    s, ec = _run_section(run_dir, "sample"), _run_section(run_dir, "eval")
+    if ec is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
+        evals = [r for r in evals if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < ec.n_samples)]
     teacher = defaultdict(list)
     for r in evals:
         if r.get("model") == "teacher" and r.get("sample") != "greedy":
@@ -370,9 +376,9 @@ def _evals(evals: list[dict], eval_problems: dict, run_dir: Path) -> dict:
 # ---------------------------------------------------------------- HTML
 
 def _island(id_: str, obj) -> str:
-    """A JSON island: parsed by the page only when needed. `</` is escaped so no text in a record can
-    close the script element."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """A JSON island: parsed by the page only when needed. Every `<` (only ever inside a JSON string)
+    is written as \\u003c, so no text in a record can close the script element or open a comment."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return f'<script type="application/json" id="{html.escape(id_)}">{text}</script>\n'
 
 
@@ -531,7 +537,7 @@ def _svg_bars(title: str, cats: list[str], series: list[tuple[str, list, str]], 
     y = lambda v: T + (H - T - B) * (1 - v / top)  # noqa: E731
     gw = (W - L - 10) / max(1, len(cats))
     bw = gw * 0.8 / (1 if stacked else max(1, len(series)))
-    g = [f"<svg class=chart viewBox='0 0 {W} {H}' width={W} height={H} role=img><text x={W / 2} y=16 class=ct>{html.escape(title)}</text>",
+    g = [f"<svg class=chart viewBox='0 0 {W} {H}' width={W} height={H} role=img><text x={W / 2} y=16 class=ct text-anchor=middle>{html.escape(title)}</text>",
          f"<line x1={L} y1={y(0)} x2={W - 10} y2={y(0)} class=axis />",
          f"<text x={L - 6} y={T + 4} class=tick text-anchor=end>{top:.3g}</text>",
          f"<text x={L - 6} y={y(0)} class=tick text-anchor=end>0</text>",
@@ -552,7 +558,8 @@ def _svg_bars(title: str, cats: list[str], series: list[tuple[str, list, str]], 
                 cx = x + bw / 2
                 g.append(f"<line x1={cx:.1f} x2={cx:.1f} y1={y(v + errors[ci]):.1f} y2={y(max(0, v - errors[ci])):.1f} class=err />")
             base += v if stacked else 0
-        g.append(f"<text x={L + ci * gw + gw / 2:.1f} y={H - B + 14} class=tick text-anchor=middle>{html.escape(cat[:14])}</text>")
+        if ci % max(1, len(cats) // 10) == 0:  # at most ~10 labels: histograms have 20 bins
+            g.append(f"<text x={L + ci * gw + gw / 2:.1f} y={H - B + 14} class=tick text-anchor=middle>{html.escape(cat[:14])}</text>")
     for si, (label, _, color) in enumerate(series):
         lx = L + (si % 4) * 150
         ly = H - 18 + (si // 4) * 13
@@ -639,7 +646,8 @@ def render_report(run_dir: str | Path, view_name: str = "view.html") -> str:
             f"<style>{VIEW_CSS}{REPORT_CSS}</style></head><body class=reportpage><header><b>heal report</b> "
             f"{html.escape(str(run_dir))} · <a href='{html.escape(view_name)}'>every problem and repair</a></header>"
             f"{err}<article>{body}<h2>Plots</h2><p class=hintline>Hover a bar for its value; click it for its records.</p>"
-            f"<div class=plots>{''.join(plots) or '<p>no plots: no stage wrote data for them yet</p>'}</div></article></body></html>\n")
+            f"<div class=plots>{''.join(plots) or '<p>no plots: no stage wrote data for them yet</p>'}</div></article>"
+            "<script>document.documentElement.dataset.ready = performance.now().toFixed(1);</script></body></html>\n")
 
 
 # ---------------------------------------------------------------- styles and script (inline)
@@ -649,12 +657,12 @@ VIEW_CSS = """
 header{padding:8px 14px;background:#283845;color:#fff}header a{color:#bde0fe}#run{opacity:.8}
 #legend{float:right;font-size:12px}#legend i{display:inline-block;width:34px;height:12px;vertical-align:middle;
 background:linear-gradient(90deg,rgba(230,80,40,0),rgba(230,80,40,.85))}
-#notes .note,#notes .error,.error{margin:6px 14px;padding:6px 10px;border-radius:4px}
+#notes .note,#notes .error,.error{margin:3px 14px;padding:2px 8px;border-radius:4px;font-size:12.5px}
 .note{background:#fff6d6;border:1px solid #e8d48a}.error{background:#fde2e1;border:1px solid #e09a97;font-family:monospace;font-size:12px}
-main{display:flex;height:calc(100vh - 40px)}#list{width:42%;min-width:380px;display:flex;flex-direction:column;border-right:1px solid #ddd}
+main{display:flex;height:calc(100vh - 40px);min-height:500px}#list{width:42%;min-width:380px;display:flex;flex-direction:column;border-right:1px solid #ddd}
 #filters{padding:8px;background:#fff;border-bottom:1px solid #ddd}#filters input{width:100%;padding:5px;font:inherit}
 #filters button{margin:4px 4px 0 0;font-size:12px}#tablewrap{overflow:auto;flex:1}
-table{border-collapse:collapse;width:100%;font-size:12.5px}th{position:sticky;top:0;background:#eef1f4;cursor:pointer;text-align:left;
+table{border-collapse:collapse;width:100%;font-size:12px}#problems td{white-space:nowrap}th{position:sticky;top:0;background:#eef1f4;cursor:pointer;text-align:left;
 padding:4px 6px;white-space:nowrap}td{padding:3px 6px;border-top:1px solid #eee;vertical-align:top}
 #problems tbody tr{cursor:pointer}#problems tbody tr:hover{background:#eef6ff}#problems tr.sel{background:#dbeafe}
 #detail{flex:1;overflow:auto;padding:10px 16px}.hintline{color:#777}
@@ -666,7 +674,8 @@ border:1px solid #eee;padding:6px;max-height:520px;overflow:auto}
 .t{border-radius:2px}.kept{box-shadow:inset 0 -2px 0 #59a14f}.dropped{opacity:.45}
 .sb{color:#4e79a7;font-size:10px;vertical-align:super;user-select:none;padding:0 2px}
 .cut{display:inline-block;width:0;border-left:3px solid #111;height:1.3em;vertical-align:middle;margin:0 2px;position:relative}
-.cut::after{content:'cut';position:absolute;top:-1.1em;left:-6px;font-size:9px;background:#111;color:#fff;padding:0 2px}
+.cut::after{content:'cut';position:absolute;top:-1.1em;left:-6px;font-size:9px;line-height:1.2;white-space:nowrap;background:#111;color:#fff;padding:0 2px}
+.st{display:block;border-left:3px solid transparent;padding-left:4px;margin:1px 0}.st.breakpoint{outline:none;border-left-color:#e15759}
 .breakpoint{outline:2px solid #e15759;outline-offset:-1px}.bpmark{color:#e15759;font-weight:bold;font-size:10px;vertical-align:super}
 .hint{background:#ffe066;border:1px dashed #b08900;padding:0 2px}
 .step{display:block;border-left:3px solid transparent;padding-left:4px}.false-step{background:#fde2e1;border-left-color:#e15759}
@@ -742,8 +751,8 @@ const foldBtn = (kind, a, b, what) => `<button class=fold data-kind="${kind}" da
 function tokenHTML(s, a, b) {
   const out = [], bpTok = s.bp.token, starts = s.stepStart;
   for (let i = a; i < b; i++) {
-    if (i === s.cut) out.push('<span class=cut title="cut: the kept prefix ends here"></span>');
     if (starts.has(i)) out.push(`<span class=sb>¶${starts.get(i)}</span>`);
+    if (i === s.cut) out.push('<span class=cut title="cut: the kept prefix ends here"></span>');
     if (i === bpTok) out.push('<span class=bpmark>▼breakpoint</span>');
     const cls = 't ' + (i < s.cut ? 'kept' : 'dropped') + (i === bpTok ? ' breakpoint' : '');
     out.push(`<span class="${cls}" data-i=${i} style="${shade(s.ent[i])}">${esc(s.pieces[i])}</span>`);
