@@ -107,6 +107,20 @@ class _Unreadable:
         self.message = message
 
 
+def _field(rec: dict, where: str, path: str, required: bool) -> tuple[str | None, Any]:
+    """(top-level key, value) of one mapped field; (None, None) for an optional field that is absent."""
+    try:
+        key, value = _lookup(rec, path)
+    except KeyError as e:
+        if not required:
+            return None, None
+        detail = f" ({e.args[0]})" if e.args and e.args[0] else ""
+        raise ProblemError(f"{where}: missing field '{path}'{detail}") from None
+    if value is None and required:
+        raise ProblemError(f"{where}: missing field '{path}'")
+    return key, value
+
+
 def _from_record(rec: Any, where: str, fields: dict[str, str], source: str) -> Problem:
     if isinstance(rec, _Unreadable):
         raise ProblemError(f"{where}: {rec.message}")
@@ -115,18 +129,10 @@ def _from_record(rec: Any, where: str, fields: dict[str, str], source: str) -> P
     out, used, other_answers = {}, {"source", "meta"}, None
     for name in FIELD_NAMES:
         path = fields.get(name, name)
-        try:
-            key, value = _lookup(rec, path)
-        except KeyError as e:
-            if name == "id":
-                continue  # filled from the position in _parse_rows
-            detail = f" ({e.args[0]})" if e.args and e.args[0] else ""
-            raise ProblemError(f"{where}: missing field '{path}'{detail}") from None
+        key, value = _field(rec, where, path, required=name != "id")  # a missing id is filled in _parse_rows
         used.add(key)
-        if value is None and name == "id":
-            continue
         if value is None:
-            raise ProblemError(f"{where}: missing field '{path}'")
+            continue
         if name == "answer" and isinstance(value, list):
             # Several accepted answers (OpenAI evals' `ideal`): the first is the gold, the rest kept in meta.
             if not value:
