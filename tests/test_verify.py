@@ -137,7 +137,7 @@ def test_unparsable_gold_is_an_error_not_wrong(verifier, gold):
 
 def test_check_gold_names_the_problem(verifier):
     good, bad = Problem("p1", "q", "1/2", "f"), Problem("p2", "q", "\\frac{", "f")
-    with pytest.raises(ProblemError, match=r"^problem 'p2' \(f\), answer '\\\\frac\{': .*could not parse.*correct the answer"):
+    with pytest.raises(ProblemError, match=r"^problem 'p2' \(f\): math-verify could not parse the ground truth '\\\\frac\{' .*data\.on_error: skip"):
         check_gold([good, bad], verifier=verifier)
     skipped = []
     assert check_gold([good, bad, good.to_dict()], on_error="skip", skipped=skipped, verifier=verifier) == [good, good.to_dict()]

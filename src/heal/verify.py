@@ -266,8 +266,9 @@ def check_gold(problems: list, method: str = "math_verify", timeout_s: float = 5
             if error is None:
                 kept.append(p)
                 continue
-            message = (f"problem '{d['id']}' ({d.get('source') or 'no source'}), answer {d['answer']!r}: {error} "
-                       f"(verify.method: {method}); correct the answer in the data")
+            error = error.removeprefix("ValueError: ")  # the worker's own refusal, not a crash
+            message = (f"problem '{d['id']}' ({d.get('source') or 'no source'}): {error} (verify.method: {method}); "
+                       f"correct the answer in the data, or set data.on_error: skip to leave the problem out")
             if on_error == "raise":
                 raise ProblemError(message)
             if skipped is not None:
