@@ -29,6 +29,7 @@ _PHRASE_RE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _MATH_OPEN_RE = re.compile(r"\$+|\\\(|\\\[")
+_BRACE_RE = re.compile(r"[{}]")
 
 
 def _closing_braces(text: str, start: int) -> dict[int, int]:
@@ -36,11 +37,11 @@ def _closing_braces(text: str, start: int) -> dict[int, int]:
     finding the closed box among thousands of unclosed ones stays linear. An unmatched `}` is ignored,
     as a scan from its `{` would never see it."""
     match, stack = {}, []
-    for m in re.finditer(r"[{}]", text[start:]):
+    for m in _BRACE_RE.finditer(text, start):
         if m.group() == "{":
-            stack.append(start + m.start())
+            stack.append(m.start())
         elif stack:
-            match[stack.pop()] = start + m.start()
+            match[stack.pop()] = m.start()
     return match
 
 
