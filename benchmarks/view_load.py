@@ -260,10 +260,32 @@ def measure(run: Path, tokenizer=None) -> dict:
         long_ms = page.js(f"(() => {{ const t = performance.now(); openProblem({json.dumps(LONG_ID)}); "
                           f"document.body.getBoundingClientRect(); return performance.now() - t; }})()")
         n_tokens_drawn = page.js("document.querySelectorAll('#detail .t').length")
+        # a reader unfolds everything: the largest fold of the long trace, drawn on click
+        unfold_ms = page.js("(() => { const b = [...document.querySelectorAll('.source button.fold')].sort((x, y) => "
+                            "(y.dataset.b - y.dataset.a) - (x.dataset.b - x.dataset.a))[0]; const t = performance.now(); "
+                            "b.click(); document.body.getBoundingClientRect(); return performance.now() - t; })()")
+        n_after = page.js("document.querySelectorAll('#detail .t').length")
         errors = list(page.errors)
     return {"generate_s": round(gen_s, 3), "html_bytes": len(html.encode()), "open_wall_s": round(open_s, 3),
             "ready_ms_in_page": round(ready_ms, 1), "open_long_problem_ms": round(long_ms, 1),
-            "long_tokens_drawn": n_tokens_drawn, "console_errors": errors}
+            "long_tokens_drawn": n_tokens_drawn, "unfold_largest_fold_ms": round(unfold_ms, 1),
+            "long_tokens_drawn_after_unfold": n_after, "console_errors": errors}
+
+
+def screenshot(view: str, png: str, width: int = 1400, height: int = 1150) -> None:
+    """The first repair of the problem in the #fragment, scrolled into view, with the tooltip of its
+    breakpoint token (or step) showing."""
+    path, _, frag = view.partition("#")
+    with chromium(width, height) as page:
+        page.open(Path(path).resolve().as_uri() + (f"#{frag}" if frag else ""))
+        page.js("(() => { const s = document.querySelector('.source'); if (!s) return;"
+                " const d = document.querySelector('#detail'); d.scrollTop += s.getBoundingClientRect().top - d.getBoundingClientRect().top - 8;"
+                " const el = s.querySelector('.t.breakpoint, .st.breakpoint'); if (!el) return; const r = el.getBoundingClientRect();"
+                " el.dispatchEvent(new MouseEvent('mouseover', {bubbles: true, clientX: r.x + 4, clientY: r.y + 8})); })()")
+        page.screenshot(Path(png))
+        if page.errors:
+            sys.exit(f"console errors: {page.errors}")
+    print(png)
 
 
 def main() -> None:
@@ -272,16 +294,30 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32000, help="length of the one long trajectory")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "view-load.json")
+    ap.add_argument("--screenshot", nargs=2, metavar=("VIEW_HTML#p=ID", "PNG"),
+                    help="only take a screenshot of a view (docs/images/view-repair.png is made so), then exit")
     args = ap.parse_args()
     if not chromium_available():
         sys.exit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    if args.screenshot:
+        screenshot(*args.screenshot)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         run = write_synthetic_run(Path(tmp) / "run", args.problems, args.tokens)
         runs = [measure(run, CharTokenizer()) for _ in range(args.repeats)]
+        # generation is one pass over the records: its time should grow linearly with the run
+        scaling = {}
+        for n in (args.problems // 4, args.problems // 2, args.problems):
+            sub = write_synthetic_run(Path(tmp) / f"scale-{n}", n, args.tokens)
+            t0 = time.perf_counter()
+            from heal.view import collect, render_view
+
+            render_view(collect(sub, CharTokenizer(), ""))
+            scaling[n] = round(time.perf_counter() - t0, 3)
     worst = max(r["open_wall_s"] for r in runs)
     result = {"benchmark": "view_load", "problems": args.problems, "long_trajectory_tokens": args.tokens,
               "browser": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip(),
-              "cpus": os.cpu_count(), "runs": runs, "worst_open_wall_s": worst,
+              "cpus": os.cpu_count(), "runs": runs, "generate_s_by_problems": scaling, "worst_open_wall_s": worst,
               "worst_open_long_problem_ms": max(r["open_long_problem_ms"] for r in runs),
               "bound_s": 2.0, "within_bound": worst + max(r["open_long_problem_ms"] for r in runs) / 1000 < 2.0}
     args.out.parent.mkdir(parents=True, exist_ok=True)

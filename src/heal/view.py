@@ -674,7 +674,7 @@ border:1px solid #eee;padding:6px;max-height:520px;overflow:auto}
 .t{border-radius:2px}.kept{box-shadow:inset 0 -2px 0 #59a14f}.dropped{opacity:.45}
 .sb{color:#4e79a7;font-size:10px;vertical-align:super;user-select:none;padding:0 2px}
 .cut{display:inline-block;width:0;border-left:3px solid #111;height:1.3em;vertical-align:middle;margin:0 2px;position:relative}
-.cut::after{content:'cut';position:absolute;top:-1.1em;left:-6px;font-size:9px;line-height:1.2;white-space:nowrap;background:#111;color:#fff;padding:0 2px}
+.cut::after{content:'cut';position:absolute;top:-1.1em;left:-17px;font-size:9px;line-height:1.2;white-space:nowrap;background:#111;color:#fff;padding:0 2px}
 .st{display:block;border-left:3px solid transparent;padding-left:4px;margin:1px 0}.st.breakpoint{outline:none;border-left-color:#e15759}
 .breakpoint{outline:2px solid #e15759;outline-offset:-1px}.bpmark{color:#e15759;font-weight:bold;font-size:10px;vertical-align:super}
 .hint{background:#ffe066;border:1px dashed #b08900;padding:0 2px}
