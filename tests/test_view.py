@@ -257,6 +257,29 @@ def test_tokens_hover_and_folds_in_the_browser(browser, tmp_path):
     assert browser.errors == []
 
 
+def test_reasoning_blocks_fold_and_restarts_draw(browser, tmp_path):
+    run = _tiny_run(tmp_path, n=4)
+    guided = [json.loads(line) for line in (run / "guided.jsonl").open()]
+    guided[0]["continuation"] = "<think>\n" + "".join(f"Thinking {i}.\n\n" for i in range(50)) + "</think>\n\nSo \\boxed{1}."
+    atomic_write_jsonl(run / "guided.jsonl", guided)
+    repairs = [json.loads(line) for line in (run / "repairs.jsonl").open()]
+    for r in repairs:  # a token-level fallback that kept nothing: a restart
+        r.update(cut_token=0, restart=True, breakpoint=dict(r["breakpoint"], mode="token_fallback", step=-1, kept_steps=0,
+                                                            cut_token=0, restart=True))
+    atomic_write_jsonl(run / "repairs.jsonl", repairs)
+    view, _ = write_view(run, tokenizer="none")
+    _open(browser, view, f"#p={guided[0]['problem_id']}")
+    q = browser.js
+    assert q("document.querySelectorAll('details.think').length") == 1
+    assert "Thinking 3." not in q("document.querySelector('#detail').textContent")
+    q("document.querySelector('details.think').open = true")
+    assert "Thinking 3." in q("document.querySelector('details.think').textContent")
+    _open(browser, view, f"#p={vl.LONG_ID}")
+    assert "restart" in q("document.querySelector('.source .meta').textContent")
+    assert q("document.querySelectorAll('.source .cut').length") >= 1
+    assert browser.errors == []
+
+
 def test_thousand_problems_and_a_32k_trace_open(browser, tmp_path):
     """Opens and draws (the time bound is benchmarks/view_load.py's, results in benchmarks/results)."""
     run = vl.write_synthetic_run(tmp_path / "run", n_problems=1000, long_tokens=32000)

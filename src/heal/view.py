@@ -178,7 +178,13 @@ def _pure(rec: dict | None, cfg) -> dict | None:
 
         accepted, reason = verdict(rec, cfg)
         score, threshold = cfg.score, cfg.threshold
-    return {"rho_step": _r(rec.get("rho_step")), "rho_ans": _r(rec.get("rho_ans")), "S": _r(rec.get("S")),
+    try:  # the score the verdict used, derived ones (pure.score_value) included
+        from heal.pure import score_value
+
+        value = score_value(rec, score, getattr(cfg, "eps", 0.01))
+    except (ImportError, ValueError):
+        value = rec.get(score)
+    return {"value": _r(value), "rho_step": _r(rec.get("rho_step")), "rho_ans": _r(rec.get("rho_ans")), "S": _r(rec.get("S")),
             "l_max": _r(rec.get("l_max")), "S_ref": _r(rec.get("S_ref")), "prefilter": rec.get("prefilter"),
             "score": score, "threshold": threshold, "accepted": bool(accepted), "reason": reason}
 
@@ -822,7 +828,7 @@ function verdictHTML(c) {
 }
 function pureHTML(p) {
   if (!p) return '<span class=meta>PURE: not scored</span>';
-  const sc = p[p.score];
+  const sc = p.value;
   return `PURE: <span class=${p.accepted ? 'acc' : 'rej'}>${p.accepted ? 'accepted' : 'rejected'}</span> ` +
     `<span class=meta>${esc(p.score)} ${fmt(sc)} ${sc != null && p.threshold != null ? (sc <= p.threshold ? '≤' : '>') : 'vs'} threshold ${fmt(p.threshold, 2)}` +
     ` · rho_ans ${fmt(p.rho_ans)} · rho_step ${fmt(p.rho_step)} · S ${fmt(p.S)} · l_max ${fmt(p.l_max)} · S_ref ${fmt(p.S_ref)}` +
