@@ -456,7 +456,7 @@ _DATA_COLS = {"D1": "D1", "D2 (PURE)": "D2", "D3 (PURE)": "D3", "D2 raw": "D2raw
 def _cell_link(head: list[str], row: list[str], j: int, view: str) -> str | None:
     """The view.html address of the records behind one table cell (None: not a count of records)."""
     kind, col, label = head[0], head[j], row[0]
-    if kind == "data" and col in _DATA_COLS:
+    if kind == "data" and col in _DATA_COLS and label == "examples":  # not "before the cap": those are not kept
         return f"{view}#q=set:{_DATA_COLS[col]}"
     if kind == "set":
         if col in ("examples", "step-verified") or col.startswith("problems ("):
