@@ -89,6 +89,27 @@ def test_view_with_a_tokenizer_has_per_token_text(tmp_path):
     assert "".join(src["pieces"]) == sample["text"] and len(src["ent"]) == len(src["pieces"])
 
 
+def test_tokenizer_auto_is_the_prepared_teacher(tmp_path, smollm2):
+    from transformers import AutoTokenizer
+
+    run = _tiny_run(tmp_path, n=3)
+    tok = AutoTokenizer.from_pretrained(smollm2.hf)
+    rows = [json.loads(line) for line in (run / "samples.jsonl").open()]
+    for r in rows:
+        r["token_ids"] = tok(r["text"] + " → ∑ é", add_special_tokens=False)["input_ids"]
+        r["text"] += " → ∑ é"
+    atomic_write_jsonl(run / "samples.jsonl", rows)
+    (run / "config.yaml").write_text("teacher:\n  model: smollm2-135m\n")
+    view, _ = write_view(run)  # --tokenizer auto
+    isl = _islands(view.read_text())
+    assert "smollm2-135m" in isl["meta"]["notes"]["tokenizer"]
+    src = isl[isl["ids"][vl.LONG_ID]]["sources"][0]
+    n = src["n"]
+    assert src["pieces"] == token_pieces(tok, rows[0]["token_ids"][:n])
+    (run / "config.yaml").write_text("teacher:\n  model: not-a-prepared-model\n")
+    assert "not prepared here" in _islands(write_view(run)[0].read_text())["meta"]["notes"]["tokenizer"]
+
+
 def test_record_text_cannot_close_the_script(tmp_path):
     run = _tiny_run(tmp_path, n=3)
     rows = [json.loads(line) for line in (run / "repairs.jsonl").open()]

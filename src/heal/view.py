@@ -45,17 +45,19 @@ DATA_SETS = ("D1", "D2", "D3", "D2raw", "D3raw", "ALL")
 
 def token_pieces_linear(tokenizer, token_ids: Sequence[int], window: int = 8) -> list[str]:
     """The text each token contributes, as `entropy.token_pieces` defines it, in linear time: each
-    token is decoded with at most `window` tokens of left context instead of the whole prefix.
-    A multi-byte character split over tokens lands on the token that completes it."""
-    pieces = []
+    token is decoded with `window` tokens of left context instead of the whole prefix. A multi-byte
+    character split over tokens lands on the token that completes it (the tokens before get "")."""
+    pieces, start = [], 0  # start: the first token whose text is not out yet
     for i in range(len(token_ids)):
-        lo = max(0, i - window)
+        lo = max(0, start - window)
         after = tokenizer.decode(list(token_ids[lo : i + 1]), skip_special_tokens=False)
-        if after.endswith("\ufffd"):  # incomplete character: the next token completes it
+        if after.endswith("\ufffd"):  # incomplete character: a later token completes it
             pieces.append("")
             continue
-        before = tokenizer.decode(list(token_ids[lo:i]), skip_special_tokens=False).rstrip("\ufffd")
-        pieces.append(after[len(before):] if after.startswith(before) else after[len(before):])
+        before = tokenizer.decode(list(token_ids[lo:start]), skip_special_tokens=False)
+        pieces.append(after[len(before):])
+        start = i + 1
+    # The pending tokens' "" already stand for an incomplete tail, as in entropy.token_pieces.
     return pieces
 
 
@@ -212,6 +214,12 @@ def _prefix_chars(sample_text: str, rec: dict, csteps: list) -> tuple[int, bool]
     return (nl + 1 if nl >= 0 else n), False
 
 
+def _cont_index(rec: dict) -> int:
+    """c of a continuation key "<source key>/gear/<c>" (continuations are shown in order)."""
+    last = str(rec["key"]).rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
 def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer) -> dict:
     first = conts[0]
     n = first.get("n_source_tokens") or 0
@@ -236,7 +244,7 @@ def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer
     n_prefix_steps = sum(1 for a, _ in spans if a < cut)
     out["n_prefix_steps"] = n_prefix_steps
     rows = []
-    for r in sorted(conts, key=lambda r: int(str(r["key"]).rsplit("/", 1)[-1]) if str(r["key"]).rsplit("/", 1)[-1].isdigit() else 0):
+    for r in sorted(conts, key=_cont_index):
         chk = _check(r.get("step_check"))
         where, idx = None, None
         if chk and chk.get("first_false_step") is not None:
