@@ -106,6 +106,9 @@ def test_tokenizer_auto_is_the_prepared_teacher(tmp_path, smollm2):
     src = isl[isl["ids"][vl.LONG_ID]]["sources"][0]
     n = src["n"]
     assert src["pieces"] == token_pieces(tok, rows[0]["token_ids"][:n])
+    isl = _islands(render_view(collect(run, vl.CharTokenizer(), "the wrong tokenizer")))
+    src = isl[isl["ids"][vl.LONG_ID]]["sources"][0]
+    assert src["pieces"] is None and src["tokenizer_mismatch"] and src["text"] == rows[0]["text"]
     (run / "config.yaml").write_text("teacher:\n  model: not-a-prepared-model\n")
     assert "not prepared here" in _islands(write_view(run)[0].read_text())["meta"]["notes"]["tokenizer"]
 

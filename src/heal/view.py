@@ -233,10 +233,16 @@ def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer
     if sample is not None:
         out["ent"] = [_r(x) for x in (sample.get("entropy") or [])[:n]]
         out["lp"] = [_r(x) for x in (sample.get("logprobs") or [])[:n]]
+        text = sample.get("text") or ""
         if tokenizer is not None and sample.get("token_ids"):
-            out["pieces"] = token_pieces_linear(tokenizer, sample["token_ids"][:n])
-        else:
-            text = sample.get("text") or ""
+            pieces = token_pieces_linear(tokenizer, sample["token_ids"][:n])
+            joined = "".join(pieces)
+            # Another model's tokenizer reads the ids as other text: then the stored text is shown.
+            if text.startswith(joined) or joined.startswith(text):
+                out["pieces"] = pieces
+            else:
+                out["tokenizer_mismatch"] = True
+        if out["pieces"] is None:
             cs = text_steps(text)
             out.update(text=text, csteps=cs, approx=len(cs) != len(spans))
             out["cut_char"], exact = _prefix_chars(text, first, cs)
@@ -858,7 +864,9 @@ function sourceHTML(s) {
   const si = SRC.push(s) - 1;
   const bp = s.bp, hs = s.hint_span || [];
   const body = s.pieces ? drawTokens(s, si) : s.text != null ? drawTextSteps(s) : '<p class=meta>(the source sample is not in samples.jsonl)</p>';
-  const how = s.pieces ? 'tokens shaded by entropy (hover one)' : 'steps shaded by their mean token entropy (no tokenizer: see the note at the top)' + (s.approx ? '; the cut is placed from the training text (approximate)' : '');
+  const how = s.pieces ? 'tokens shaded by entropy (hover one)' : 'steps shaded by their mean token entropy (' +
+    (s.tokenizer_mismatch ? 'the tokenizer decodes these ids to other text: not the teacher\'s' : 'no tokenizer: see the note at the top') + ')' +
+    (s.approx ? '; the cut is placed from the training text (approximate)' : '');
   return `<div class="card source" data-src=${si}><h3>failed trajectory ${esc(s.key)} · wrong answer <code>${esc(s.pred)}</code></h3>` +
     `<div class=meta>window ${esc(s.window)}, back-up ${esc(s.backup)} · ${s.n} tokens, ${s.steps.length} steps · breakpoint: ` +
     `${bp.mode === 'step' ? 'step ' + bp.step : 'token-level fallback'} at token ${bp.token} (surge ${fmt(bp.surge)}) · ` +
