@@ -334,6 +334,6 @@ def test_malformed_run_page_names_the_line(browser, tmp_path):
     view, _ = write_view(run, tokenizer="none")
     _open(browser, view)
     text = browser.js("document.querySelector('#notes').textContent")
-    assert "scored.jsonl:2: not valid JSON" in text and "missing: training sets" in text
+    assert "scored.jsonl:2: not valid JSON" in text and "missing (not run yet, or run elsewhere): training sets" in text
     assert browser.js("document.querySelectorAll('#problems tbody tr').length") == 4
     assert browser.errors == []

@@ -679,7 +679,7 @@ header{padding:8px 14px;background:#283845;color:#fff}header a{color:#bde0fe}#ru
 background:linear-gradient(90deg,rgba(230,80,40,0),rgba(230,80,40,.85))}
 #notes .note,#notes .error,.error{margin:3px 14px;padding:2px 8px;border-radius:4px;font-size:12.5px}
 .note{background:#fff6d6;border:1px solid #e8d48a}.error{background:#fde2e1;border:1px solid #e09a97;font-family:monospace;font-size:12px}
-main{display:flex;height:calc(100vh - 40px);min-height:500px}#list{width:42%;min-width:380px;display:flex;flex-direction:column;border-right:1px solid #ddd}
+body:not(.reportpage){display:flex;flex-direction:column;height:100vh}main{display:flex;flex:1;min-height:0}#list{width:42%;min-width:380px;display:flex;flex-direction:column;border-right:1px solid #ddd}
 #filters{padding:8px;background:#fff;border-bottom:1px solid #ddd}#filters input{width:100%;padding:5px;font:inherit}
 #filters button{margin:4px 4px 0 0;font-size:12px}#tablewrap{overflow:auto;flex:1}
 table{border-collapse:collapse;width:100%;font-size:12px}#problems td{white-space:nowrap}th{position:sticky;top:0;background:#eef1f4;cursor:pointer;text-align:left;
@@ -917,17 +917,22 @@ function params() { return new URLSearchParams(location.hash.slice(1)); }
 function route() {
   const p = params();
   if (p.has('q') && $('#q').value !== p.get('q')) { $('#q').value = p.get('q'); drawList(); }
-  if (p.has('eval')) openEval(p); else if (p.get('p')) openProblem(p.get('p'));
+  try { if (p.has('eval')) openEval(p); else if (p.get('p')) openProblem(p.get('p')); }
+  catch (e) {  // a record the page cannot draw: say which, keep the rest of the page working
+    $('#detail').innerHTML = `<div class=error>could not draw ${esc(p.get('p') || 'the evaluation')}: ${esc(e && e.stack || e)}</div>`;
+    console.warn(e);
+  }
 }
 function setHash(k, v) { const p = params(); if (k === 'p') p.delete('eval'); if (v) p.set(k, v); else p.delete(k); location.hash = p.toString(); }
 
 function notesHTML(n) {
   const out = [];
   if (n.tokenizer) out.push(`<div class=note>${esc(n.tokenizer)}.</div>`);
-  for (const [file, what, cmd] of n.missing) out.push(`<div class="note missing">missing: ${esc(what)} (<code>${esc(file)}</code>; written by <code>${esc(cmd)}</code>)</div>`);
+  if (n.missing.length) out.push('<div class="note missing">missing (not run yet, or run elsewhere): ' +
+    n.missing.map(([file, what, cmd]) => `${esc(what)} (<code>${esc(file)}</code>, written by <code>${esc(cmd)}</code>)`).join(' · ') + '</div>');
   if (n.subruns.length) out.push(`<div class=note>runs inside this directory (view each with <code>heal view</code>): ${n.subruns.map(esc).join(', ')}</div>`);
   for (const e of n.errors) out.push(`<div class=error>malformed: ${esc(e)}</div>`);
-  if (n.pure) out.push(`<div class=note>PURE verdicts re-applied with the run's config: ${esc(n.pure.score)} ≤ ${n.pure.threshold}${n.pure.verify_steps !== 'none' ? ' and a verified derivation' : ''}.</div>`);
+  if (n.pure && !n.missing.some(m => m[0] === 'scored.jsonl')) out.push(`<div class=note>PURE verdicts re-applied with the run's config: ${esc(n.pure.score)} ≤ ${n.pure.threshold}${n.pure.verify_steps !== 'none' ? ' and a verified derivation' : ''}.</div>`);
   return out.join('');
 }
 
