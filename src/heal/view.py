@@ -98,7 +98,8 @@ def load_tokenizer(run_dir: Path, spec: str = "auto"):
 
             name = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {})["teacher"]["model"]
         except (OSError, KeyError, TypeError, ValueError):
-            return None, "no tokenizer (the run has no config.yaml naming its teacher): steps are shaded by their mean entropy"
+            return None, ("no tokenizer (the run has no config.yaml naming its teacher): steps are shaded by their "
+                          "mean entropy")
     from heal.models import ALIASES, is_prepared, resolve
 
     if spec == "auto" and not ((name in ALIASES and is_prepared(name)) or Path(name).expanduser().is_dir()):
@@ -186,8 +187,8 @@ def _pure(rec: dict | None, cfg) -> dict | None:
         value = score_value(rec, score, getattr(cfg, "eps", 0.01))
     except (ImportError, ValueError):
         value = rec.get(score)
-    return {"value": _r(value), "rho_step": _r(rec.get("rho_step")), "rho_ans": _r(rec.get("rho_ans")), "S": _r(rec.get("S")),
-            "l_max": _r(rec.get("l_max")), "S_ref": _r(rec.get("S_ref")), "prefilter": rec.get("prefilter"),
+    return {"value": _r(value), **{k: _r(rec.get(k)) for k in ("rho_step", "rho_ans", "S", "l_max", "S_ref")},
+            "prefilter": rec.get("prefilter"),
             "score": score, "threshold": threshold, "accepted": bool(accepted), "reason": reason}
 
 
@@ -228,7 +229,7 @@ def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer
     out = {"key": first["source_key"], "pred": first.get("source_pred"), "steps": spans,
            "step_h": first.get("step_entropy") or [], "bp": first.get("breakpoint") or {}, "cut": cut,
            "restart": first.get("restart"), "window": first.get("window"), "backup": first.get("backup"),
-           "hint_text": first.get("hint_text"), "hint_span": first.get("hint_span"), "hint_mode": first.get("hint_mode"),
+           **{k: first.get(k) for k in ("hint_text", "hint_span", "hint_mode")},
            "n": n, "pieces": None, "text": None, "ent": [], "lp": []}
     if sample is not None:
         out["ent"] = [_r(x) for x in (sample.get("entropy") or [])[:n]]
@@ -257,8 +258,9 @@ def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer
             f = chk["first_false_step"]
             where, idx = ("prefix", f) if f < n_prefix_steps else ("continuation", f - n_prefix_steps)
         text = r.get("continuation") or ""
-        rows.append({"key": r["key"], "pred": r.get("pred"), "correct": r.get("correct"), "dup": bool(r.get("duplicate")),
-                     "truncated": r.get("truncated"), "ok": bool(r.get("derivation_ok")), "text": text,
+        rows.append({"key": r["key"], "pred": r.get("pred"), "correct": r.get("correct"),
+                     "dup": bool(r.get("duplicate")), "truncated": r.get("truncated"),
+                     "ok": bool(r.get("derivation_ok")), "text": text,
                      "csteps": text_steps(text), "check": chk, "false_where": where, "false_step": idx,
                      "pure": _pure(scored.get(r["key"]), cfg), "training_text": r.get("training_text"),
                      "replaced_span": r.get("replaced_span")})
@@ -270,7 +272,8 @@ def _guided(r: dict, scored: dict, cfg) -> dict:
     text = r.get("continuation") or ""
     chk = _check(r.get("step_check"))
     return {"key": r["key"], "pred": r.get("pred"), "correct": r.get("correct"), "dup": bool(r.get("duplicate")),
-            "ok": bool(r.get("derivation_ok")), "truncated": r.get("truncated"), "text": text, "csteps": text_steps(text),
+            "ok": bool(r.get("derivation_ok")), "truncated": r.get("truncated"), "text": text,
+            "csteps": text_steps(text),
             "check": chk, "false_where": "continuation" if chk and chk.get("first_false_step") is not None else None,
             "false_step": chk.get("first_false_step") if chk else None, "pure": _pure(scored.get(r["key"]), cfg)}
 
@@ -328,11 +331,18 @@ def collect(run_dir: str | Path, tokenizer=None, tokenizer_note: str = "") -> di
 
     eval_view = _evals(evals, eval_problems, run_dir)
     # Runs nested in this one (the GEAR probe keeps one per window): named, so they can be viewed.
-    subruns = sorted(str(p.parent.relative_to(run_dir)) for pat in ("*/tiers.jsonl", "*/*/tiers.jsonl") for p in run_dir.glob(pat))
+    subruns = sorted(str(p.parent.relative_to(run_dir))
+                     for pat in ("*/tiers.jsonl", "*/*/tiers.jsonl") for p in run_dir.glob(pat))
     notes = {"tokenizer": tokenizer_note, "missing": [(a, what, cmd) for a, what, cmd in ARTIFACTS if a in run.missing],
              "errors": run.errors, "subruns": subruns,
-             "pure": None if cfg is None else {"score": cfg.score, "threshold": cfg.threshold, "verify_steps": cfg.verify_steps}}
+             "pure": None if cfg is None else {"score": cfg.score, "threshold": cfg.threshold,
+                                               "verify_steps": cfg.verify_steps}}
     return {"run": str(run_dir), "notes": notes, "rows": rows, "details": details, "evals": eval_view}
+
+
+def _outcome(cands: list[dict]) -> list[int]:
+    """[candidates, answer-correct, derivation-verified] of a problem's repairs or guided samples."""
+    return [len(cands), sum(bool(c.get("correct")) for c in cands), sum(bool(c.get("derivation_ok")) for c in cands)]
 
 
 def _problem(pid, p, tier, samples, sources, guided, in_sets, verified, scored, cfg, sample_by_key, tokenizer):
@@ -357,15 +367,15 @@ def _problem(pid, p, tier, samples, sources, guided, in_sets, verified, scored, 
     tags |= {"restart"} if any(r.get("restart") for r in reps) else set()
     row = {"id": pid, "q": str(p.get("question", ""))[:160], "tier": (tier or {}).get("tier"),
            "pass": round(ok / n, 3) if n else None, "k": n,
-           "rep": [len(reps), sum(bool(r.get("correct")) for r in reps), sum(bool(r.get("derivation_ok")) for r in reps)],
-           "gui": [len(guided), sum(bool(g.get("correct")) for g in guided), sum(bool(g.get("derivation_ok")) for g in guided)],
-           "pure": [sum(x["accepted"] for x in pure), len(pure)], "sets": sorted(in_sets), "tags": " ".join(sorted(tags))}
+           "rep": _outcome(reps), "gui": _outcome(guided), "pure": [sum(x["accepted"] for x in pure), len(pure)],
+           "sets": sorted(in_sets), "tags": " ".join(sorted(tags))}
     detail = {"id": pid, "question": p.get("question"), "answer": p.get("answer"), "tier": tier,
               "sets": {k: v for k, v in in_sets.items()},
               "samples": [{"key": s.get("key"), "pred": s.get("pred"), "correct": s.get("correct"),
                            "truncated": s.get("truncated"), "n": s.get("n_tokens"), "text": s.get("text") or ""}
                           for s in sorted(samples, key=lambda s: s.get("sample_index", 0))],
-              "sources": [_source(sample_by_key.get(src), conts, scored, cfg, tokenizer) for src, conts in sources.items()],
+              "sources": [_source(sample_by_key.get(src), conts, scored, cfg, tokenizer)
+                          for src, conts in sources.items()],
               "guided": [_guided(g, scored, cfg) for g in guided]}
     return row, detail
 
@@ -377,7 +387,8 @@ def _evals(evals: list[dict], eval_problems: dict, run_dir: Path) -> dict:
 
     s, ec = _run_section(run_dir, "sample"), _run_section(run_dir, "eval")
     if ec is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
-        evals = [r for r in evals if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < ec.n_samples)]
+        evals = [r for r in evals
+                 if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < ec.n_samples)]
     teacher = defaultdict(list)
     for r in evals:
         if r.get("model") == "teacher" and r.get("sample") != "greedy":
@@ -522,12 +533,14 @@ def _md_to_html(md: str, view: str) -> str:
                 block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
                 i += 1
             head, body = block[0], [r for r in block[1:] if not all(set(c) <= {"-"} for c in r)]
-            t = ["<table class=report><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"]
+            t = ["<table class=report><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
+                 + "</tr></thead><tbody>"]
             for row in body:
                 cells = []
                 for j, c in enumerate(row):
                     link = _cell_link(head, row, j, view) if j > 0 and c not in ("-", "") else None
-                    cells.append(f"<td><a href='{html.escape(link)}'>{_inline(c)}</a></td>" if link else f"<td>{_inline(c)}</td>")
+                    cell = f"<a href='{html.escape(link)}'>{_inline(c)}</a>" if link else _inline(c)
+                    cells.append(f"<td>{cell}</td>")
                 t.append("<tr>" + "".join(cells) + "</tr>")
             out.append("".join(t) + "</tbody></table>")
             continue
@@ -538,7 +551,8 @@ def _md_to_html(md: str, view: str) -> str:
         elif line.strip():
             t = _inline(line)
             for pat, q in _SENTENCE_LINKS:
-                t = re.sub(pat, lambda m, q=q: m.group(0).replace(m.group(1), f"<a href='{view}#{q}'>{m.group(1)}</a>", 1), t, count=1)
+                t = re.sub(pat, lambda m, q=q: m.group(0).replace(m.group(1), f"<a href='{view}#{q}'>{m.group(1)}</a>", 1),
+                           t, count=1)
             out.append(f"<p>{t}</p>")
         i += 1
     return "\n".join(out)
