@@ -14,7 +14,7 @@ LLAMA_STAMP := $(VENV)/.llama-cpp-build
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup llamacpp-build setup-vllm demo test test-fast test-vllm bench clean-runs
+.PHONY: setup llamacpp-build browser setup-vllm demo test test-fast test-vllm bench clean-runs
 
 $(BIN)/heal: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,13 +25,20 @@ $(BIN)/heal: pyproject.toml
 	touch $@
 
 # llama-cpp-python compiles from source. pip caches built wheels by version, not by CMAKE_ARGS, so a
-# cached (possibly native, possibly crashing) wheel would be reinstalled: --no-cache-dir and
-# --force-reinstall build it anew whenever the stamp's flags differ from LLAMA_CMAKE_ARGS.
+# cached (possibly native, possibly crashing) wheel would be reinstalled. We build with --no-cache-dir
+# into a wheel folder named by a hash of the version and flags (the flags are the wheel's identity),
+# install that wheel, and record the flags in the stamp: other flags build and install anew.
+LLAMA_ID := $(shell printf '%s' '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+LLAMA_WHEELS ?= $(HOME)/.cache/heal/llama-wheels/$(LLAMA_ID)
 llamacpp-build:
 	@if [ "$$(cat $(LLAMA_STAMP) 2>/dev/null)" != "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" ]; then \
-	  echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS)"; \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps \
-	    'llama-cpp-python==$(LLAMA_VERSION)' && \
+	  set -e; \
+	  if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	    echo "building llama-cpp-python $(LLAMA_VERSION) with: $(LLAMA_CMAKE_ARGS)"; \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
+	      'llama-cpp-python==$(LLAMA_VERSION)'; \
+	  fi; \
+	  $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl; \
 	  echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)" > $(LLAMA_STAMP); \
 	fi
 
@@ -61,7 +68,11 @@ demo: setup
 
 # The whole test suite, slow end-to-end tests included (what CI runs), then the vllm engine's tests
 # against real vLLM (CPU build) in its own venv.
-test: setup setup-vllm
+# Debian's chromium for the HTML view's browser tests (headless; no browser download).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: setup setup-vllm browser
 	$(BIN)/heal models prepare smollm2-135m
 	$(BIN)/python -m pytest
 	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
@@ -70,7 +81,7 @@ test-vllm: setup setup-vllm
 	$(BIN)/heal models prepare smollm2-135m
 	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
 
-test-fast: setup
+test-fast: setup browser
 	$(BIN)/heal models prepare smollm2-135m
 	$(BIN)/python -m pytest -m "not slow"
 

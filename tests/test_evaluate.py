@@ -59,10 +59,13 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     from heal.evaluate import run_eval
     from heal.store import atomic_write_jsonl
 
-    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "teacher.engine": "openai",
-                             "eval.engine": "vllm", "eval.n_samples": 2, "eval.greedy": False})
     problems = [{"id": f"t{i}", "question": f"{i} + {i}", "answer": str(2 * i)} for i in range(3)]
-    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", problems)
+    atomic_write_jsonl(tmp_path / "test.jsonl", problems)  # eval.data: the held-out set is built from it
+    atomic_write_jsonl(tmp_path / "run" / "problems.jsonl", [{"id": "x", "question": "What is 7 * 9?", "answer": "63"}])
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "teacher.engine": "openai",
+                             "eval.engine": "vllm", "eval.n_samples": 2, "eval.greedy": False,
+                             "eval.data": {"source": str(tmp_path / "test.jsonl")}})
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", [{**p, "source": "test", "meta": {}} for p in problems])
     right = {"teacher": [[1, 1], [1, 0], [0, 0]], "sft_rs": [[1, 0], [0, 0], [0, 0]], "heal": [[1, 1], [1, 0], [0, 0]]}
     recs = [{"key": f"{m}@{'teacher' if m == 'teacher' else 'base'}/t{i}/{j}", "model": m,
              "tag": "teacher" if m == "teacher" else "base", "problem_id": f"t{i}", "sample": j, "correct": bool(c),

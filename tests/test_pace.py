@@ -265,6 +265,11 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path, tiny_model
     meta = train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=said.append)
     assert said[0] == "resuming stage-I from checkpoint-2"
     assert meta["steps"] == 4 and (out / "DONE").exists()
+    # The resumed stage reports the mean loss of all 4 steps, as an uninterrupted one does (the
+    # Trainer's own training_loss divides the resumed steps' loss by all 4).
+    whole = train_stage(tiny_model_dir, rows, tmp_path / "stage-whole", cfg, stage | {"fingerprint": "w"}, seed=0,
+                        log=lambda *a: None)
+    assert len(meta["loss_curve"]) == 4 and meta["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-3)
     assert not list(out.glob("checkpoint-*")) and not (out / "heal_fingerprint").exists()
     # A checkpoint of other inputs (another fingerprint) is never resumed.
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_interrupt)

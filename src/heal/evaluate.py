@@ -28,7 +28,7 @@ from heal.rundir import RunMismatch, writes_run
 from heal.sample import stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
-from heal.verify import Verifier
+from heal.verify import Verifier, check_gold
 
 
 def pass_at_1(correct_by_problem: dict[str, list[bool | None]]) -> dict:
@@ -105,7 +105,11 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     run_dir = Path(cfg.output_dir)
     out_dir = run_dir / "eval"
     path = out_dir / "problems.jsonl"
-    test = [p.to_dict() for p in from_config(cfg.eval.data)]
+    skipped: list[str] = []
+    test = from_config(cfg.eval.data, skipped=skipped)
+    test = [p.to_dict() for p in check_gold(test, cfg.verify.method, cfg.verify.timeout_s, cfg.eval.data.on_error, skipped)]
+    for msg in skipped[:20]:
+        log(f"eval: skipped {msg}")
     if not (run_dir / "problems.jsonl").exists():
         raise FileNotFoundError(f"{run_dir / 'problems.jsonl'} is missing: held-out problems are checked against "
                                 f"the training problems, so run `heal sample` first")

@@ -26,7 +26,7 @@ from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import Problem, from_config
 from heal.rundir import RunMismatch, changed_settings, writes_run  # noqa: F401  (re-exported)
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
-from heal.verify import Verifier
+from heal.verify import Verifier, check_gold
 
 
 def stable_seed(base: int, *parts: object) -> int:
@@ -61,6 +61,7 @@ def load_run_problems(cfg: RunConfig, problems: list[Problem] | None, log) -> li
     answer is reported without waiting for the teacher)."""
     skipped: list[str] = []
     problems = problems if problems is not None else from_config(cfg.data, skipped=skipped)
+    problems = check_gold(problems, cfg.verify.method, cfg.verify.timeout_s, cfg.data.on_error, skipped)
     if skipped:
         log(f"skipped {len(skipped)} malformed problem record(s):")
         for msg in skipped[:20]:
