@@ -62,3 +62,19 @@ def test_teacher_scorer_engine_reuses_the_teacher_config(tiny_model_dir):
                                     "pure": {"scorer_engine": "teacher", "scorer": "other"}})
     with pytest.raises(ValueError, match="leave pure.scorer unset"):
         make_scorer(bad)
+
+
+def test_every_score_is_selectable_and_derived_scores_by_hand():
+    from heal.pure import SCORES, score_value
+
+    rec = {"prefilter": None, "S": 0.2, "l_max": 0.5, "U": 0.01, "S_ref": 0.09, "rho_ans": 0.05, "rho_step": 5.0}
+    assert score_value(rec, "rho_sum") == pytest.approx(5.05)
+    assert score_value(rec, "S_rel", eps=0.01) == pytest.approx(0.2 / 0.1)
+    assert score_value({"S": 0.2, "S_ref": None}, "S_rel") is None
+    for name in SCORES:  # each one a PureConfig accepts, thresholded on the value score_value gives
+        v = score_value(rec, name, 0.01)
+        assert verdict(rec, PureConfig(score=name, threshold=v)) == (True, "accepted")
+        assert not verdict(rec, PureConfig(score=name, threshold=v * 0.99))[0]
+    with pytest.raises(ValueError):
+        score_value(rec, "U_max")
+    assert PureConfig().score == "S"  # the default chosen in experiments/pure_calibration.py

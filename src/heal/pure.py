@@ -70,6 +70,25 @@ def pure_scores(nll: Sequence[float], spans: Sequence[tuple[int, int]], answer_s
     }
 
 
+# Every score a verdict can use (`pure.score`): the stored ones, and two derived from them.
+SCORES = ("rho_step", "rho_ans", "S", "l_max", "rho_sum", "S_rel")
+
+
+def score_value(rec: dict, name: str, eps: float = 0.01) -> float | None:
+    """Score `name` of a scored record: stored (S, l_max, rho_ans, rho_step) or derived: rho_sum =
+    rho_ans + rho_step; S_rel = S / (S_ref + eps), the mean step NLL relative to the teacher's own
+    (scale-free like rho_step, but the mean rather than the worst step). None where undefined."""
+    if name == "rho_sum":
+        a, b = rec.get("rho_ans"), rec.get("rho_step")
+        return None if a is None or b is None else a + b
+    if name == "S_rel":
+        s, ref = rec.get("S"), rec.get("S_ref")
+        return None if s is None or ref is None else s / (ref + eps)
+    if name not in SCORES:
+        raise ValueError(f"unknown PURE score {name!r}; use one of {SCORES}")
+    return rec.get(name)
+
+
 def prefilter(text: str, answer: str, cfg) -> str | None:
     """Reason to reject before scoring, or None."""
     if cfg.reject_hint_mentions and (phrase := mentions_hint(text)):
@@ -83,7 +102,7 @@ def verdict(rec: dict, cfg) -> tuple[bool, str]:
     """Accept or reject a scored candidate under `cfg` (a PureConfig): re-applicable at any time."""
     if rec.get("prefilter"):
         return False, rec["prefilter"]
-    value = rec.get(cfg.score)
+    value = score_value(rec, cfg.score, cfg.eps)
     if value is None:
         return False, f"no {cfg.score} (no boxed answer or no steps)"
     if value > cfg.threshold:
