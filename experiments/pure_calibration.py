@@ -36,7 +36,7 @@ import numpy as np
 from heal.config import load_config
 from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces
 from heal.gear import select_failed, step_texts, strip_stop
-from heal.pure import score_candidate
+from heal.pure import score_candidate, score_value
 from heal.sample import load_stage0
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_text, read_jsonl
@@ -53,7 +53,7 @@ BOOT = 2000
 FOLDS = 5
 SEED = 0
 
-# Every score PURE can use (pure.SCORES), and the combination tried: S relative to the reference.
+# Every score PURE can use (heal.pure.SCORES: the stored four, rho_sum and S_rel).
 SCORES = ["S", "l_max", "rho_ans", "rho_step", "rho_sum", "S_rel"]
 
 
@@ -89,14 +89,7 @@ def relabel(rec: dict, prob: dict, source: dict | None, tok) -> bool:
 
 
 def value(rec: dict, name: str) -> float | None:
-    """A score of a scored record, the derived ones included (heal.pure.score_value where it exists)."""
-    try:
-        from heal.pure import score_value
-    except ImportError:  # older heal: the stored scores only
-        score_value = None
-    if score_value is not None:
-        return score_value(rec, name, EPS)
-    return rec.get(name)
+    return score_value(rec, name, EPS)
 
 
 # ---------------------------------------------------------------------------------------------
