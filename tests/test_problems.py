@@ -71,7 +71,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
     with pytest.raises(ProblemError, match="not found"):
         load_file(tmp_path / "nope.jsonl")
     with pytest.raises(ProblemError, match="unknown problem file type"):
-        load_file(write(tmp_path / "p.csv", "a,b\n"))
+        load_file(write(tmp_path / "p.txt", "a,b\n"))
 
 
 def test_reasoning_gym_generator_and_suffix_strip():

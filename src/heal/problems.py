@@ -1,20 +1,25 @@
 """Problem records and their loaders.
 
 One record type for every source: `id`, `question`, `answer` (ground truth, a string), `source`,
-`meta`. Loaders read JSONL / JSON / parquet files and saved HF datasets, generate reasoning-gym
-tasks (`reasoning_gym:<task>`), or load CHAMP (`champ`). A malformed record is an error naming
-file, line and field; nothing is dropped silently.
+`meta`. Loaders read JSONL / JSON / CSV / parquet files and saved HF datasets, generate reasoning-gym
+tasks (`reasoning_gym:<task>`), or load CHAMP (`champ`). Benchmark presets (`math500:FILE`,
+`aime:`, `amc:`, `gsm8k:`, `gpqa:`) read a benchmark's standard column layout from a local file or a
+saved dataset (`PRESETS`). A malformed record is an error naming file, line and field; nothing is
+dropped silently.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
+import hashlib
 import json
 import math
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class ProblemError(ValueError):
@@ -212,17 +217,42 @@ def _parquet_rows(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path} row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 
+def _csv_rows(path: Path) -> list[tuple[str, Any]]:
+    """One record per CSV row, keyed by the header (GPQA ships as CSV). A quoted field may span lines,
+    so each row is named by the line it starts on."""
+    rows: list[tuple[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            start = 2  # line 1 is the header
+            for rec in reader:
+                where = f"{path}:{start}"
+                start = reader.line_num + 1
+                if None in rec:  # more cells than the header has names
+                    rows.append((where, _Unreadable(f"{len(rec[None])} more cell(s) than the header's {len(reader.fieldnames)} columns")))
+                    continue
+                rows.append((where, rec))
+    except UnicodeDecodeError as e:
+        raise ProblemError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x}); re-save the file as UTF-8") from None
+    except csv.Error as e:
+        raise ProblemError(f"{path}: not a readable CSV file ({e})") from None
+    return rows
+
+
+_READERS = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+
+
 def load_file(path: str | Path, fields: dict[str, str] | None = None, on_error: str = "raise",
-              skipped: list | None = None) -> list[Problem]:
-    """JSONL, JSON (a list of objects) or parquet. Errors name file, line (or row) and field."""
+              skipped: list | None = None, preset: str | None = None) -> list[Problem]:
+    """JSONL, JSON (a list of objects), CSV or parquet; `preset`: a benchmark layout (PRESETS).
+    Errors name file, line (or row) and field."""
     path = Path(path)
     if not path.exists():
         raise ProblemError(f"problem file not found: {path}")
-    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
-    if path.suffix not in readers:
-        raise ProblemError(f"{path}: unknown problem file type (use .jsonl, .json or .parquet)")
+    if path.suffix not in _READERS:
+        raise ProblemError(f"{path}: unknown problem file type (use .jsonl, .json, .csv or .parquet)")
     _check_fields_or_raise(fields or {})
-    return _parse_rows(readers[path.suffix](path), fields or {}, path.stem, on_error, skipped)
+    return _parse_rows(_READERS[path.suffix](path), fields or {}, preset or path.stem, on_error, skipped, preset)
 
 
 def _check_fields_or_raise(fields: dict[str, str]) -> None:
@@ -232,13 +262,14 @@ def _check_fields_or_raise(fields: dict[str, str]) -> None:
         raise ProblemError(str(e)) from None
 
 
-def _parse_rows(rows, fields, source: str, on_error: str, skipped: list | None) -> list[Problem]:
+def _parse_rows(rows, fields, source: str, on_error: str, skipped: list | None,
+                preset: str | None = None) -> list[Problem]:
     """Records -> Problems. on_error="raise": the first bad record is an error naming where it is;
     "skip": bad records are left out and each is listed in `skipped` (so it is counted and reported)."""
     problems, wheres = [], []
     for i, (where, r) in enumerate(rows):
         try:
-            p = _from_record(r, where, fields, source=source)
+            p = _preset_record(r, where, preset, fields) if preset else _from_record(r, where, fields, source=source)
         except ProblemError as e:
             if on_error == "raise":
                 raise
@@ -270,9 +301,9 @@ def _pick_split(ds, split: str | None, path: Path):
 
 
 def load_hf_dataset(path: str | Path, fields: dict[str, str] | None = None, split: str | None = None,
-                    on_error: str = "raise", skipped: list | None = None) -> list[Problem]:
+                    on_error: str = "raise", skipped: list | None = None, preset: str | None = None) -> list[Problem]:
     """A dataset saved with `save_to_disk`: a Dataset, or one split of a DatasetDict (`split`; None:
-    "train" if it has one, else its only split)."""
+    "train" if it has one, else its only split). `preset`: a benchmark layout (PRESETS)."""
     path = Path(path)
     _check_fields_or_raise(fields or {})
     if not any(all((path / f).is_file() for f in files) for files in _SAVED_DATASET_FILES):
@@ -292,7 +323,159 @@ def load_hf_dataset(path: str | Path, fields: dict[str, str] | None = None, spli
     elif split is not None:
         raise ProblemError(f"{path}: a single Dataset without splits, but data.split is '{split}'; remove data.split")
     rows = [(f"{path} row {i}", r) for i, r in enumerate(ds)]
-    return _parse_rows(rows, fields or {}, path.name, on_error, skipped)
+    return _parse_rows(rows, fields or {}, preset or path.name, on_error, skipped, preset)
+
+
+# ---------------------------------------------------------------- benchmark presets
+# `data.source: <preset>:<file or saved dataset folder>` reads a benchmark's standard layout: which
+# columns hold id / question / answer, how the gold answer is cut out of its column, and what the
+# question needs appended. Everything else in a record is kept in the problem's meta.
+
+
+@dataclass(frozen=True)
+class Preset:
+    # id / question / answer -> the field paths tried in order; the first one a record has is used
+    # (AIME copies spell `problem` or `Problem`). A field not listed is read from its own name.
+    fields: dict[str, tuple[str, ...]]
+    answer: Callable[[str, str], str] | None = None  # (gold as read, where) -> the gold answer
+    keep_raw_answer_as: str | None = None  # meta key for the answer column as read (GSM8K's worked solution)
+    build: Callable[[Problem, str], Problem] | None = None  # the whole record rewritten (GPQA's options)
+    suffix: str = ""  # appended to the question after a blank line
+
+
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _gsm8k_answer(text: str, where: str) -> str:
+    """GSM8K's `answer` is the worked solution and then `#### <number>`: the gold is what follows the
+    last `####`, thousands separators removed ("1,000" is a number here, not a pair)."""
+    if "####" not in text:
+        raise ProblemError(f"{where}: field 'answer' has no '#### <final answer>' (the gsm8k preset reads the "
+                           f"gold after '####')")
+    gold = text.rsplit("####", 1)[1].strip()
+    if not gold:
+        raise ProblemError(f"{where}: field 'answer' has nothing after '####'")
+    return gold.replace(",", "") if _THOUSANDS.fullmatch(gold) else gold
+
+
+def _integer_answer(text: str, where: str) -> str:
+    """AIME / AMC golds are integers, but some copies store them as floats (AMC: 142.0)."""
+    m = re.fullmatch(r"(-?\d+)\.0*", text)
+    return m.group(1) if m else text
+
+
+CHOICE_LETTERS = "ABCD"
+GPQA_SUFFIX = "Answer with the letter (A, B, C or D) of the correct option."
+
+
+def _choice_seed(question: str) -> int:
+    """A seed fixed per problem: a hash of its question, so every copy of the file (and every run)
+    shows the options in the same order, independent of row order and of data.seed."""
+    return int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big")
+
+
+def _gpqa_build(p: Problem, where: str) -> Problem:
+    """GPQA rows hold the correct answer and three incorrect ones: the question gets the four options
+    in a per-problem shuffled order (A-D), and the gold becomes the correct option's letter, verified
+    as a letter (meta.answer_kind = "choice", heal.verify.choice_letter)."""
+    options = [p.answer]
+    for i in (1, 2, 3):
+        key = f"Incorrect Answer {i}"
+        value = p.meta.pop(key, None)
+        if value is None:
+            raise ProblemError(f"{where}: missing field '{key}' (the gpqa preset reads 'Correct Answer' and "
+                               f"'Incorrect Answer 1' to '3')")
+        options.append(_as_text(value, where, key, allow_empty=False).strip())
+    order = list(range(len(options)))
+    random.Random(_choice_seed(p.question)).shuffle(order)
+    shown = [options[j] for j in order]
+    letter = CHOICE_LETTERS[order.index(0)]
+    question = p.question.strip() + "\n\n" + "\n".join(f"{c}) {o}" for c, o in zip(CHOICE_LETTERS, shown))
+    meta = {**p.meta, "answer_kind": "choice", "choices": dict(zip(CHOICE_LETTERS, shown)), "answer_text": p.answer}
+    return Problem(id=p.id, question=question, answer=letter, source=p.source, meta=meta)
+
+
+_AIME = Preset({"id": ("id", "ID"), "question": ("problem", "Problem", "question"), "answer": ("answer", "Answer")},
+               answer=_integer_answer)
+PRESETS: dict[str, Preset] = {
+    # HuggingFaceH4/MATH-500: problem, solution, answer, subject, level, unique_id
+    "math500": Preset({"id": ("unique_id", "id"), "question": ("problem",), "answer": ("answer",)}),
+    # AI-MO/aimo-validation-aime (id, problem, solution, answer, url), AIME_2024 copies with Problem / Answer
+    "aime": _AIME,
+    "amc": _AIME,  # AI-MO/aimo-validation-amc: id, problem, answer (a float), url
+    # openai/gsm8k: question, answer ("...worked solution...\n#### 72")
+    "gsm8k": Preset({"question": ("question",), "answer": ("answer",)}, answer=_gsm8k_answer,
+                    keep_raw_answer_as="solution"),
+    # Idavidrein/gpqa (gpqa_diamond.csv): Question, Correct Answer, Incorrect Answer 1-3, Record ID, ...
+    "gpqa": Preset({"id": ("Record ID", "id"), "question": ("Question",), "answer": ("Correct Answer",)},
+                   build=_gpqa_build, suffix=GPQA_SUFFIX),
+}
+PRESETS["gpqa_diamond"] = PRESETS["gpqa"]  # the same layout as main / extended
+_PRESET_RE = re.compile(r"([a-z][a-z0-9_]*):(.+)", re.DOTALL)
+
+
+def split_preset(source: str) -> tuple[str | None, str]:
+    """`math500:/data/test.jsonl` -> ("math500", "/data/test.jsonl"); any other source -> (None, source).
+    An unknown prefix is an error naming the presets, unless the whole source is an existing path."""
+    m = _PRESET_RE.fullmatch(source)
+    if not m or m.group(1) == "reasoning_gym":
+        return None, source
+    if m.group(1) in PRESETS:
+        return m.group(1), m.group(2)
+    if Path(source).exists():
+        return None, source  # a file whose name has a colon
+    raise ProblemError(f"data.source '{source}': unknown benchmark preset '{m.group(1)}' "
+                       f"(presets: {', '.join(sorted(PRESETS))}; or give a file path)")
+
+
+def benchmark_name(source: str) -> str:
+    """What reports call a problem set: the preset (`math500`), `reasoning_gym:<task>`, `champ`, or the
+    file or folder name."""
+    preset, location = split_preset(source)
+    if preset:
+        return preset
+    if source.startswith("reasoning_gym:") or source == "champ":
+        return source
+    return Path(location).name or source
+
+
+def _has(rec: dict, path: str) -> bool:
+    try:
+        _lookup(rec, path)
+    except KeyError:
+        return False
+    return True
+
+
+def _preset_record(rec: Any, where: str, name: str, fields: dict[str, str]) -> Problem:
+    """One record in a preset's layout -> Problem. A data.fields entry other than its default (`id: id`,
+    ...) replaces the preset's paths for that field."""
+    if isinstance(rec, _Unreadable):
+        raise ProblemError(f"{where}: {rec.message}")
+    if not isinstance(rec, dict):
+        raise ProblemError(f"{where}: expected an object, got {type(rec).__name__}")
+    preset = PRESETS[name]
+    mapping = {}
+    for key in FIELD_NAMES:
+        paths = preset.fields.get(key, (key,))
+        if fields.get(key, key) != key:
+            mapping[key] = fields[key]
+            continue
+        found = next((path for path in paths if _has(rec, path)), None)
+        if found is None and key != "id" and len(paths) > 1:
+            raise ProblemError(f"{where}: missing field '{paths[0]}' (the {name} preset reads "
+                               + " or ".join(f"'{x}'" for x in paths) + ")")
+        mapping[key] = found or paths[0]
+    p = _from_record(rec, where, mapping, source=name)
+    if preset.keep_raw_answer_as:
+        p.meta.setdefault(preset.keep_raw_answer_as, p.answer)
+    if preset.answer:
+        p.answer = preset.answer(p.answer, where)
+    if preset.build:
+        p = preset.build(p, where)
+    if preset.suffix:
+        p.question = f"{p.question.rstrip()}\n\n{preset.suffix}"
+    return p
 
 
 def _expression_disagrees(entry: dict) -> bool:
@@ -384,7 +567,8 @@ def load_problems(source: str, size: int | None = None, seed: int = 0, params: d
     for name, value in (("size", size), ("limit", limit)):
         if value is not None and value <= 0:  # problems[:-1] would silently drop the last problem
             raise ProblemError(f"data.{name} must be > 0 (or null for all), got {value}")
-    path = Path(source)
+    preset, location = split_preset(source)
+    path = Path(location)
     if split is not None and not path.is_dir():
         raise ProblemError(f"data.split ('{split}') applies only to a saved DatasetDict folder, not to {source}")
     if source.startswith("reasoning_gym:"):
@@ -393,9 +577,9 @@ def load_problems(source: str, size: int | None = None, seed: int = 0, params: d
         problems = load_champ()[:size]
     else:
         if path.is_dir():
-            problems = load_hf_dataset(path, fields, split=split, on_error=on_error, skipped=skipped)
+            problems = load_hf_dataset(path, fields, split=split, on_error=on_error, skipped=skipped, preset=preset)
         else:
-            problems = load_file(path, fields, on_error=on_error, skipped=skipped)
+            problems = load_file(path, fields, on_error=on_error, skipped=skipped, preset=preset)
         if size is not None:
             problems = problems[:size]
     if limit is not None:

@@ -34,7 +34,15 @@ def build_summary(run_dir: Path) -> dict:
             "vs_sft_rs": m.get("vs_sft_rs"), "vs_heal": m.get("vs_heal"),
             "answer_rate": m.get("answer_rate"), "equation_accuracy": m.get("equation_accuracy"),
             "equations": m.get("equations"),
+            # The metrics reasoning-model papers report (absent from runs evaluated before they existed).
+            "avg@n": m.get("avg@n"), "maj@k": m.get("maj@k"), "pass@k": m.get("pass@k"),
+            "mean_tokens": m.get("mean_tokens"), "truncation_rate": m.get("truncation_rate"),
+            "truncation_rate_sampled": m.get("truncation_rate_sampled"),
         }
+    if contamination := _load(run_dir / "eval" / "contamination.json"):
+        out["contamination"] = contamination_summary(contamination)
+    if settings := _load(run_dir / "eval" / "settings.json"):
+        out["eval_sampling"] = {k: settings.get("sampling", {}).get(k) for k in ("temperature", "top_p", "max_new_tokens")}
     if (run_dir / "data" / "sizes.json").exists():
         out["data_detail"] = data_detail(run_dir)
     if training := training_detail(run_dir):
@@ -44,6 +52,14 @@ def build_summary(run_dir: Path) -> dict:
 
         out["repairs"] = summarize_repairs(run_dir)
     return out
+
+
+def contamination_summary(c: dict) -> dict:
+    """eval/contamination.json in brief: per benchmark, test problems sharing an n-gram with training
+    (8 and 32; a run from before the 32-gram count has its one `ngram` only) and how many were dropped."""
+    counts = {n: v["contaminated"] for n, v in c.get("by_ngram", {}).items()} or {str(c["ngram"]): c["dropped"]}
+    return {"benchmark": c.get("benchmark"), "test": c["test"], "train": c["train"], "ngram": c["ngram"],
+            "dropped": c["dropped"], "contaminated": counts}
 
 
 def data_detail(run_dir: Path) -> dict:
@@ -148,6 +164,8 @@ def markdown(summary: dict) -> str:
                          + " / ".join(f"{st['learning_rate']:g}" for st in stages) + " | "
                          + " / ".join(f"{_fmt(st['mean_loss'])} ({_fmt(st['last_loss'])})" for st in stages) + " |")
         lines.append("")
+    if summary.get("contamination"):
+        lines += [contamination_line(summary["contamination"]), ""]
     if summary["methods"]:
         tiers = [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
         head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers)
@@ -159,6 +177,7 @@ def markdown(summary: dict) -> str:
                          + f" | {_fmt(m['verified_share_of_correct'])} | {_fmt(m.get('answer_rate'))} | "
                          + f"{_fmt(m.get('equation_accuracy'))} ({_fmt(m.get('equations'))}) |")
         lines.append("")
+        lines += reasoning_table(summary)
         for baseline in ("sft_rs", "heal"):
             paired = {n: m[f"vs_{baseline}"] for n, m in summary["methods"].items() if m.get(f"vs_{baseline}")}
             if not paired:
@@ -171,6 +190,39 @@ def markdown(summary: dict) -> str:
                     "-" if not c or c["diff"] is None else f"{c['diff']:+.3f} ± {_fmt(c['se'])}" for c in cells) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def contamination_line(c: dict) -> str:
+    shared = ", ".join(f"a {n}-gram: {k}" for n, k in sorted(c["contaminated"].items(), key=lambda x: int(x[0])))
+    name = f" {c['benchmark']}" if c.get("benchmark") else ""
+    return (f"Held-out set{name}: {c['test']} problems checked against {c['train']} training problems; sharing "
+            f"{shared}; dropped ({c['ngram']}-grams): {c['dropped']}.")
+
+
+def reasoning_table(summary: dict) -> list[str]:
+    """The metrics reasoning-model papers report, one row per method that has them."""
+    rows = {n: m for n, m in summary["methods"].items() if m.get("avg@n") and m["avg@n"]["mean"] is not None}
+    if not rows:
+        return []
+    label = lambda what, ns: f"{what}@{ns.pop()}" if len(ns) == 1 else f"{what}@n"  # noqa: E731
+    avg = label("avg", {m["avg@n"]["n"] for m in rows.values()})
+    maj = label("maj", {m["maj@k"]["k"] for m in rows.values()})
+    ks = sorted({int(k) for m in rows.values() for k in (m.get("pass@k") or {}) if k != "1"})  # pass@1 = avg@n
+    s = summary.get("eval_sampling") or {}
+    setting = f" (temperature {s['temperature']}, top-p {s['top_p']})" if s.get("temperature") is not None else ""
+    out = [f"Sampled answers{setting}: {avg} ± its SE over problems; {maj}, the majority answer (answers the verifier "
+           f"accepted count as one, the others are compared as normalised strings; a tie goes to the answer given "
+           f"first); pass@k, the unbiased estimator of Chen et al. (2021); mean length in tokens; share truncated at "
+           f"max_new_tokens:", "",
+           f"| method | {avg} | ± se | {maj} | " + "".join(f"pass@{k} | " for k in ks) + "mean tokens | truncated |",
+           "|" + "---|" * (6 + len(ks))]
+    for name, m in rows.items():
+        pk = m.get("pass@k") or {}
+        tokens = "-" if m.get("mean_tokens") is None else f"{m['mean_tokens']:.1f}"
+        out.append(f"| {name} | {_fmt(m['avg@n']['mean'])} | {_fmt(m['avg@n']['se'])} | {_fmt(m['maj@k']['mean'])} | "
+                   + "".join(f"{_fmt((pk.get(str(k)) or {}).get('mean'))} | " for k in ks)
+                   + f"{tokens} | {_fmt(m.get('truncation_rate_sampled'))} |")
+    return out + [""]
 
 
 def plots(run_dir: Path, summary: dict) -> list[Path]:

@@ -118,8 +118,36 @@ def _parse_gold(gold: str, t: int) -> list:
     return g
 
 
+# Wrappers a model may put around an option letter: \text{B}, \textbf{(B)}, \mathrm{B}, $B$.
+_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_LEAD_RE = re.compile(r"^(?:the\s+)?(?:correct\s+)?(?:option|choice|answer)\s*(?:is\s*)?[:\-]?\s*", re.IGNORECASE)
+# "(B)" with anything after it, or "B" alone or followed by ")", "." or ":" ("B) 42", "B. Paris").
+# A capital followed by a space is not taken ("A metal compound" is an option's text, not a letter).
+_LETTER_RE = re.compile(r"\(([A-Za-z])\)|([A-Z])(?:$|[.):](?:\s|$))")
+
+
+def choice_letter(pred: str) -> str | None:
+    """The option letter an extracted answer names (upper case), or None. math-verify would read
+    letters as symbols: "D) 42" as 42, "A." or "Option B" not at all, so choices are compared here."""
+    s = pred.strip()
+    for _ in range(3):  # nested wrappers: \textbf{\text{B}}
+        s = _WRAP_RE.sub(r"\1", s)
+    s = _LEAD_RE.sub("", s.replace("\\ ", " ").strip().strip("$").strip())
+    if re.fullmatch(r"[a-z]", s):  # a lone lower-case letter; inside text "a" is an article
+        return s.upper()
+    m = _LETTER_RE.match(s)
+    return (m.group(1) or m.group(2)).upper() if m else None
+
+
+def _is_choice(meta: dict | None) -> bool:
+    return (meta or {}).get("answer_kind") == "choice"
+
+
 def _compare(method: str, gold: str, pred: str, meta: dict | None, timeout_s: float) -> bool:
-    """Runs inside the worker process."""
+    """Runs inside the worker process. A multiple-choice problem (meta.answer_kind "choice", e.g. the
+    gpqa preset) compares option letters, whatever verify.method says."""
+    if _is_choice(meta):
+        return choice_letter(pred) == gold.strip().upper()
     if method == "reasoning_gym":
         import reasoning_gym
 
@@ -141,7 +169,12 @@ def _compare(method: str, gold: str, pred: str, meta: dict | None, timeout_s: fl
 
 def _check_gold(method: str, gold: str, meta: dict | None, timeout_s: float) -> bool:
     """Runs inside the worker: raises unless `gold` can be verified against."""
-    if method == "reasoning_gym":
+    if _is_choice(meta):
+        letters = sorted((meta or {}).get("choices") or [])
+        if choice_letter(gold) is None or (letters and gold.strip().upper() not in letters):
+            raise ValueError(f"the gold {gold!r} of a multiple-choice problem is not one of its option letters "
+                             f"{letters or 'A-Z'}")
+    elif method == "reasoning_gym":
         if not _compare(method, gold, gold, meta, timeout_s):
             raise ValueError(f"the task's scorer does not accept the ground truth {gold!r} as an answer to itself")
     else:
