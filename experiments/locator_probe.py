@@ -1,0 +1,265 @@
+"""Breakpoint locators measured on the real teacher (issue 16). Resumable: every source trajectory's
+repairs are appended to its locator's run store, and a rerun skips what is there.
+
+    python experiments/locator_probe.py run       # generate (hours on 1 CPU thread); resumes
+    python experiments/locator_probe.py report    # docs/results/locator-probe.{json,md,png} from the records there are
+
+The GEAR probe's Stage 0 (experiments/runs/gear-probe, linked read-only) and its corner problems, in
+Stage 0 order. Problem by problem, every locator of LOCATORS repairs the same M = 2 failed
+trajectories with N = 2 continuations and the same seeds (a continuation's seed depends on its
+source trajectory only), so a partial run compares the locators on the same problems. Baselines on
+the same problems come from the GEAR probe: answer-guided restarts (guided.jsonl) and plain
+rejection sampling (baseline-plain), with the current step checker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from heal.config import load_config
+from heal.entropy import step_spans_from_pieces, token_pieces
+from heal.gear import run_repair, select_failed, step_texts, strip_stop
+from heal.sample import load_stage0
+from heal.stepcheck import check_steps
+from heal.store import JsonlStore, atomic_write_text, read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "experiments" / "locator_probe.yaml"
+STAGE0 = ROOT / "experiments" / "runs" / "gear-probe"
+LOCATORS = ["entropy", "random", "first_error", "judge", "rollout"]
+BOOT = 2000  # bootstrap resamples of problems
+
+
+def cfg(**over):
+    return load_config(CONFIG, over)
+
+
+def run_dir(locator: str) -> Path:
+    return ROOT / cfg().output_dir / locator
+
+
+def corner_problems() -> list[str]:
+    _, _, tiers = load_stage0(STAGE0)
+    return [pid for pid, t in tiers.items() if t["tier"] == "corner"]
+
+
+def link_stage0(dst: Path):
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json"):
+        if not (dst / name).exists():
+            os.symlink(os.path.relpath(STAGE0 / name, dst), dst / name)
+
+
+def stage_run():
+    from heal.engines import make_engine
+
+    engine = make_engine(cfg().teacher)
+    try:
+        for i, pid in enumerate(corner_problems()):
+            for loc in LOCATORS:
+                d = run_dir(loc)
+                link_stage0(d)
+                t0 = time.time()
+                s = run_repair(cfg(**{"output_dir": str(d), "gear.locator": loc}), engine=engine, progress=False,
+                               problem_ids=[pid], log=lambda *a: None)
+                print(f"{time.strftime('%H:%M:%S')} problem {i + 1} {pid} {loc}: {time.time() - t0:.0f}s, "
+                      f"{s['continuations']} continuations so far", flush=True)
+    finally:
+        engine.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def source_first_false(tok, problems, samples_by_key) -> dict[str, int | None]:
+    """The step checker's first false step of every source trajectory (None: none found)."""
+    out = {}
+    for key, s in samples_by_key.items():
+        prob = problems[s["problem_id"]]
+        ids, _ = strip_stop(s["token_ids"], None, {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id})
+        pieces = token_pieces(tok, ids)
+        out[key] = check_steps(step_texts(pieces, step_spans_from_pieces(pieces)), prob["answer"],
+                               prob["question"]).first_false_step
+    return out
+
+
+def per_problem(recs: list[dict], first_false: dict) -> dict[str, dict]:
+    """Per problem: continuations, answer-correct, verified, teacher tokens (continuations, locator),
+    and per source whether the cut keeps only steps the checker accepts."""
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    seen_src = set()
+    for r in recs:
+        p = out[r["problem_id"]]
+        p["tokens"] += r["n_tokens"]  # duplicates included: they were paid for
+        if not r.get("duplicate"):
+            p["continuations"] += 1
+            p["correct"] += bool(r["correct"])
+            p["verified"] += bool(r["derivation_ok"])
+        if r["source_key"] not in seen_src:
+            seen_src.add(r["source_key"])
+            cost = r.get("locator_info", {}).get("cost", {"generated": 0, "forced": 0})
+            p["loc_generated"] += cost["generated"]
+            p["loc_forced"] += cost["forced"]
+            p["sources"] += 1
+            p["restarts"] += bool(r["restart"])
+            p["kept_steps"] += r["breakpoint"]["kept_steps"]
+            ff = first_false.get(r["source_key"])
+            if ff is not None:
+                p["checkable"] += 1
+                p["clean_cut"] += r["breakpoint"]["kept_steps"] <= ff  # the prefix holds no false step
+                p["clean_cut_keeping"] += 0 < r["breakpoint"]["kept_steps"] <= ff
+    return out
+
+
+def baseline_per_problem(recs: list[dict], problems: dict) -> dict[str, dict]:
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    for r in recs:
+        p = out[r["problem_id"]]
+        prob = problems[r["problem_id"]]
+        p["tokens"] += r["n_tokens"]
+        p["continuations"] += 1
+        p["correct"] += bool(r["correct"])
+        text = r.get("training_text") or r["text"]
+        p["verified"] += bool(r["correct"]) and check_steps([text], prob["answer"], prob["question"]).ok
+    return out
+
+
+def totals(rows: dict[str, dict], pids: list[str]) -> dict:
+    keys = ("continuations", "correct", "verified", "tokens", "loc_generated", "loc_forced", "sources", "restarts",
+            "kept_steps", "checkable", "clean_cut", "clean_cut_keeping")
+    t = {k: float(sum(rows.get(p, {}).get(k, 0) for p in pids)) for k in keys}
+    t["all_tokens"] = t["tokens"] + t["loc_generated"] + t["loc_forced"]
+    t["problems_correct"] = sum(rows.get(p, {}).get("correct", 0) > 0 for p in pids)
+    t["problems_verified"] = sum(rows.get(p, {}).get("verified", 0) > 0 for p in pids)
+    return t
+
+
+def per_kilotoken(rows, pids, key="verified", tokens="all_tokens") -> float:
+    t = totals(rows, pids)
+    return 1000 * t[key] / t[tokens] if t[tokens] else float("nan")
+
+
+def boot_ci(fn, pids, rng) -> list[float]:
+    """95% percentile interval of fn(resampled problems), problems resampled with replacement."""
+    vals = [fn(list(rng.choice(pids, size=len(pids), replace=True))) for _ in range(BOOT)]
+    return [round(float(np.nanpercentile(vals, 2.5)), 3), round(float(np.nanpercentile(vals, 97.5)), 3)]
+
+
+def stage_report():
+    from transformers import AutoTokenizer
+
+    from heal.models import resolve
+
+    problems, by_problem, _ = load_stage0(STAGE0)
+    samples_by_key = {s["key"]: s for v in by_problem.values() for s in v}
+    recs = {loc: list(read_jsonl(run_dir(loc) / "repairs.jsonl")) if (run_dir(loc) / "repairs.jsonl").exists() else []
+            for loc in LOCATORS}
+    # Paired comparison: only the problems every locator has finished (all M sources written).
+    m = cfg().gear.max_trajectories
+    done = {loc: {pid for pid in {r["problem_id"] for r in rs}
+                  if len({r["source_key"] for r in rs if r["problem_id"] == pid}) >= min(m, _n_failed(by_problem[pid], m))}
+            for loc, rs in recs.items()}
+    pids = [p for p in corner_problems() if all(p in done[loc] for loc in LOCATORS)]
+    tok = AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
+    used = {r["source_key"] for rs in recs.values() for r in rs}
+    first_false = source_first_false(tok, problems, {k: samples_by_key[k] for k in used})
+    rows = {loc: per_problem(rs, first_false) for loc, rs in recs.items()}
+    guided = [r for r in read_jsonl(STAGE0 / "guided.jsonl") if r["problem_id"] in pids]
+    plain = [r for r in read_jsonl(STAGE0 / "baseline-plain" / "samples" / "samples.jsonl") if r["problem_id"] in pids]
+    rows["guided restarts"] = baseline_per_problem(guided, problems)
+    rows["plain sampling"] = baseline_per_problem(plain, problems)
+    rng = np.random.default_rng(0)
+    table = {}
+    for name, r in rows.items():
+        t = totals(r, pids)
+        entry = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in t.items()}
+        entry["verified_per_1k_tokens"] = round(per_kilotoken(r, pids), 3) if pids else None
+        entry["verified_per_1k_tokens_ci95"] = boot_ci(lambda ps: per_kilotoken(r, ps), pids, rng) if pids else None
+        entry["tokens_per_verified"] = round(t["all_tokens"] / t["verified"], 1) if t["verified"] else None
+        if name in LOCATORS:
+            entry["clean_cut_share"] = round(t["clean_cut"] / t["checkable"], 3) if t["checkable"] else None
+            entry["restart_share"] = round(t["restarts"] / t["sources"], 3) if t["sources"] else None
+            entry["mean_steps_kept"] = round(t["kept_steps"] / t["sources"], 3) if t["sources"] else None
+        if name != "entropy" and pids:  # paired over problems: ratio to the paper's locator
+            def ratio(ps, r=r):
+                base = per_kilotoken(rows["entropy"], ps)
+                return per_kilotoken(r, ps) / base if base else float("nan")
+            entry["ratio_to_entropy"] = round(ratio(pids), 3)
+            entry["ratio_to_entropy_ci95"] = boot_ci(ratio, pids, rng)
+        table[name] = entry
+    out = {"config": str(CONFIG.relative_to(ROOT)), "command": "python experiments/locator_probe.py report",
+           "corner_problems": len(corner_problems()), "problems_compared": len(pids),
+           "partial": len(pids) < len(corner_problems()),
+           "problems_done_per_locator": {loc: len(done[loc]) for loc in LOCATORS},
+           "tokens_note": "all_tokens = continuation tokens + the locator's generated and teacher-forced tokens; "
+                          "baselines: their samples' tokens",
+           "table": table}
+    res = ROOT / "docs" / "results"
+    atomic_write_text(res / "locator-probe.json", json.dumps(out, indent=2) + "\n")
+    atomic_write_text(res / "locator-probe.md", markdown(out))
+    plot(out, res / "locator-probe.png")
+    print(markdown(out))
+
+
+def _n_failed(samples, m):
+    return len(select_failed(samples, m))
+
+
+def markdown(out: dict) -> str:
+    lines = [f"# Breakpoint locators on the real teacher (`{out['command']}`)", "",
+             (f"**Partial:** {out['problems_compared']} of {out['corner_problems']} corner problems finished by every "
+              f"locator (per locator: {out['problems_done_per_locator']})." if out["partial"] else
+              f"All {out['corner_problems']} corner problems."),
+             "Qwen2.5-Coder-1.5B (GGUF, llama.cpp), M = 2 failed trajectories per problem, N = 2 continuations, "
+             "the same seeds for every locator. Teacher tokens include the locator's own cost "
+             "(generated + teacher-forced). 95% intervals: bootstrap over problems.", "",
+             "| source | continuations | answer-correct | verified | problems answer / verified | teacher tokens "
+             "(locator: gen / forced) | verified per 1k tokens [95% CI] | vs entropy [95% CI] | cuts keeping only "
+             "correct steps | restarts |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in out["table"].items():
+        ratio = f"{e['ratio_to_entropy']} [{e['ratio_to_entropy_ci95'][0]}, {e['ratio_to_entropy_ci95'][1]}]" \
+            if e.get("ratio_to_entropy") is not None else "-"
+        ci = e["verified_per_1k_tokens_ci95"] or [None, None]
+        lines.append(f"| {name} | {e['continuations']} | {e['correct']} | {e['verified']} | "
+                     f"{e['problems_correct']} / {e['problems_verified']} | {e['all_tokens']:,} "
+                     f"({e['loc_generated']:,} / {e['loc_forced']:,}) | {e['verified_per_1k_tokens']} [{ci[0]}, {ci[1]}] | "
+                     f"{ratio} | {e.get('clean_cut_share', '-')} | {e.get('restart_share', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(out["table"])
+    vals = [out["table"][n]["verified_per_1k_tokens"] or 0 for n in names]
+    cis = [out["table"][n]["verified_per_1k_tokens_ci95"] or [0, 0] for n in names]
+    err = np.array([[v - lo for v, (lo, _) in zip(vals, cis)], [hi - v for v, (_, hi) in zip(vals, cis)]])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(names, vals, yerr=np.clip(err, 0, None), capsize=4,
+           color=["C0" if n in LOCATORS else "C7" for n in names])
+    ax.set_ylabel("derivation-verified repairs per 1k teacher tokens")
+    ax.set_title(f"Locators, {out['problems_compared']} corner problems"
+                 + (" (partial)" if out["partial"] else "") + "; 95% bootstrap CI")
+    plt.setp(ax.get_xticklabels(), rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+STAGES = {"run": stage_run, "report": stage_report}
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    for name in sys.argv[1:] or ["run", "report"]:
+        STAGES[name]()
