@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from heal.evaluate import contamination, paired_difference, pass_at_1
+from heal.evaluate import (avg_at_n, contamination, contamination_report, maj_at_k, majority_correct, normalize_answer,
+                           paired_difference, pass_at_1, pass_at_k, pass_at_k_estimate, pass_at_k_ks)
 
 
 def test_pass_at_1_and_standard_error_on_known_inputs():
@@ -119,3 +120,128 @@ def test_eval_settings_pin_binds_only_once_records_exist(tmp_path):
     cfg.prompt.system = "Be brief."
     with pytest.raises(RunMismatch, match="prompt.system"):
         pin_eval_settings(cfg)
+
+
+def test_unbiased_pass_at_k_estimator_on_hand_computed_cases():
+    assert pass_at_k_estimate(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k_estimate(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k_estimate(10, 3, 1) == pytest.approx(0.3)  # k = 1: c / n
+    assert pass_at_k_estimate(4, 3, 2) == 1.0 and pass_at_k_estimate(4, 0, 3) == 0.0  # n - c < k; no correct sample
+    # Where the binomials do not fit a float (C(2000, 1000) ~ 2e600), the product form still holds:
+    # C(1997, 1000) / C(2000, 1000) = (1000 * 999 * 998) / (2000 * 1999 * 1998).
+    with pytest.raises(OverflowError):
+        float(math.comb(2000, 1000))
+    assert pass_at_k_estimate(2000, 3, 1000) == pytest.approx(1 - (1000 * 999 * 998) / (2000 * 1999 * 1998), rel=1e-12)
+    assert pass_at_k_estimate(1000, 1, 500) == pytest.approx(0.5, rel=1e-12)  # C(999,500)/C(1000,500) = 500/1000
+    with pytest.raises(ValueError, match="0 < k <= n"):
+        pass_at_k_estimate(4, 1, 5)
+
+
+def test_pass_at_k_over_problems_and_its_standard_error():
+    cs = {"a": [True, False, False, False], "b": [True, None, True, False], "c": [False] * 4, "short": [True]}
+    r = pass_at_k(cs, 2)  # a: 1 - 3/6 = 1/2; b (None is wrong, c = 2): 1 - 1/6 = 5/6; c: 0; `short` has n < k
+    assert r["problems"] == 3 and r["mean"] == pytest.approx(4 / 9)
+    # deviations from 4/9: 1/18, 7/18, -8/18 -> variance (1 + 49 + 64) / 324 / 2 = 57/324; se = sqrt(57)/18/sqrt(3)
+    assert r["se"] == pytest.approx(math.sqrt(19) / 18)
+    assert pass_at_k(cs, 4)["mean"] == pytest.approx(2 / 3)  # a and b: n - c < 4 -> 1; c: 0
+    assert pass_at_k(cs, 1)["mean"] == pytest.approx((0.25 + 0.5 + 0 + 1) / 4)  # k = 1 is pass@1, `short` included
+    assert pass_at_k({}, 1) == {"mean": None, "se": None, "problems": 0}
+    assert (pass_at_k_ks(4), pass_at_k_ks(6), pass_at_k_ks(1)) == ([1, 2, 4], [1, 2, 4, 6], [1])
+    assert pass_at_k_ks(64) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_avg_at_n_is_pass_at_1_named_with_its_n():
+    r = avg_at_n({"a": [True, True, False, False], "b": [True] * 4, "c": [False] * 4})
+    assert r == {"n": 4, "mean": pytest.approx(0.5), "se": pytest.approx(0.5 / math.sqrt(3)), "problems": 3}
+
+
+def test_normalised_answers_for_majority_voting():
+    assert normalize_answer("2.0") == "2" and normalize_answer("2.50") == "2.5" and normalize_answer(" 1,000 ") == "1000"
+    assert normalize_answer("\\dfrac{1}{2}") == "\\frac{1}{2}" and normalize_answer("$\\frac{1}{2}$.") == "\\frac{1}{2}"
+    assert normalize_answer("\\left( 3, \\frac{\\pi}{2} \\right)") == "(3,\\frac{\\pi}{2})"
+    assert normalize_answer("1,2") == "1,2"  # a pair, not a thousands separator
+    assert normalize_answer("\\text{east}") == "east"
+
+
+def test_majority_vote_counts_verified_answers_as_one():
+    # "1/2" and "0.5" were each verified equal to the gold: one answer with 2 votes, against "3" with 1.
+    # (Compared as strings the three would tie 1-1-1, and "3", given first, would win.)
+    assert majority_correct([("3", False), ("1/2", True), ("0.5", True)]) is True
+    # "3", "3.0" and "3" are one wrong answer (3 votes) against the gold's 2.
+    assert majority_correct([("3", False), ("\\frac12", True), ("0.5", True), ("3", False), ("3.0", False)]) is False
+    assert majority_correct([("7", False), ("5", True)]) is False  # a tie goes to the answer given first
+    assert majority_correct([("5", True), ("7", False)]) is True
+    assert majority_correct([(None, False), (None, False), ("5", True)]) is True  # no answer, no vote
+    assert majority_correct([(None, False)]) is False and majority_correct([]) is False
+    assert majority_correct([("5", None), ("5", None), ("4", True)]) is False  # a verifier error is not a verified answer
+
+
+def test_maj_at_k_over_problems():
+    answers = {"p": [("1", True), ("2", False), ("2", False)], "q": [("9", True), ("9", True), ("8", False)]}
+    r = maj_at_k(answers)  # p: "2" wins 2-1 (wrong); q: right
+    assert (r["k"], r["mean"], r["problems"]) == (3, 0.5, 2) and r["se"] == pytest.approx(0.5)  # std(1, 0) / sqrt 2
+    assert maj_at_k(answers, k=1)["mean"] == 1.0  # the first sample alone: both right
+
+
+def test_contamination_counted_at_8_and_32_grams():
+    words = lambda start, n: " ".join(str(start + i) for i in range(n))  # noqa: E731  (numbers are words)
+    train = [{"id": "t0", "question": words(1000, 40)}, {"id": "t1", "question": words(5000, 40)}]
+    test = [{"id": "copy", "question": words(1000, 40)},
+            {"id": "long_overlap", "question": words(5000, 35) + " " + words(9000, 10)},  # 35 shared words in a row
+            {"id": "short_overlap", "question": words(1000, 10) + " " + words(7000, 30)},  # 10 in a row
+            {"id": "fresh", "question": words(3000, 40)}]
+    r = contamination_report(test, train, ngram=8, df_max=0.05, source="math500:/x/test.jsonl")
+    assert r["benchmark"] == "math500" and (r["test"], r["train"], r["dropped"]) == (4, 2, 3)
+    assert {h["test_id"] for h in r["hits"]} == {"copy", "long_overlap", "short_overlap"}
+    assert r["by_ngram"]["8"]["contaminated"] == 3 and r["by_ngram"]["8"]["rate"] == 0.75
+    assert {h["test_id"] for h in r["by_ngram"]["32"]["hits"]} == {"copy", "long_overlap"}
+    assert list(r["by_ngram"]) == ["8", "32"]
+    assert list(contamination_report(test, train, ngram=13, df_max=0.05, source="x.jsonl")["by_ngram"]) == ["8", "13", "32"]
+
+
+def test_summary_has_the_reasoning_metrics(tmp_path):
+    from heal.config import load_config
+    from heal.evaluate import summarize_eval
+    from heal.store import atomic_write_jsonl
+
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 4})
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", [{"id": p, "question": "q", "answer": "1"} for p in "ab"])
+    # model m: a answers 1, 1, 2, none (c = 2); b answers 3, 3, 1, 3 (c = 1); greedy answers are left out.
+    preds = {"a": [("1", True), ("1", True), ("2", False), (None, False)], "b": [("3", False), ("3", False), ("1", True), ("3", False)]}
+    recs = [{"key": f"m@base/{p}/{j}", "model": "m", "tag": "base", "problem_id": p, "sample": j, "pred": pred,
+             "correct": ok, "truncated": pred is None, "n_tokens": 10 * (j + 1), "derivation_ok": False, "text": ""}
+            for p, rows in preds.items() for j, (pred, ok) in enumerate(rows)]
+    recs.append({"key": "m@base/a/greedy", "model": "m", "tag": "base", "problem_id": "a", "sample": "greedy", "pred": None,
+                 "correct": False, "truncated": True, "n_tokens": 1000, "derivation_ok": False, "text": ""})
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
+    m = summarize_eval(cfg)["models"]["m"]
+    assert m["avg@n"] == {"n": 4, "mean": pytest.approx(0.375), "se": pytest.approx(0.125), "problems": 2}  # 2/4, 1/4
+    assert m["maj@k"]["k"] == 4 and m["maj@k"]["mean"] == 0.5  # a: "1" 2-1; b: "3" 3-1
+    # pass@2: a 1 - C(2,2)/C(4,2) = 5/6, b 1 - C(3,2)/C(4,2) = 1/2; pass@4: both 1
+    assert m["pass@k"]["2"]["mean"] == pytest.approx((5 / 6 + 1 / 2) / 2) and m["pass@k"]["4"]["mean"] == 1.0
+    assert list(m["pass@k"]) == ["1", "2", "4"] and m["pass@k"]["1"]["mean"] == pytest.approx(m["pass@1"])
+    assert m["mean_tokens"] == 25.0  # 10, 20, 30, 40 twice; the greedy answer's 1000 is not a sampled answer
+    assert m["truncation_rate_sampled"] == 1 / 8 and m["truncation_rate"] == 2 / 9  # the older key counts greedy too
+
+
+def test_held_out_benchmark_preset_is_decontaminated_and_reported(tmp_path):
+    from heal.config import load_config
+    from heal.evaluate import held_out_problems
+    from heal.store import atomic_write_jsonl
+
+    words = lambda start, n: " ".join(str(start + i) for i in range(n))  # noqa: E731
+    atomic_write_jsonl(tmp_path / "run" / "problems.jsonl",
+                       [{"id": f"t{i}", "question": words(1000 * (i + 1), 40), "answer": "1"} for i in range(3)])
+    bench = tmp_path / "test.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"problem": words(1000, 40), "answer": "2", "unique_id": "copy"},
+        {"problem": words(2000, 12) + " " + words(50000, 30), "answer": "3", "unique_id": "part"},
+        {"problem": words(90000, 40), "answer": "\\frac{1}{2}", "unique_id": "fresh"}]))
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.data": {"source": f"math500:{bench}"}})
+    logs = []
+    kept = held_out_problems(cfg, log=logs.append)
+    assert [p["id"] for p in kept] == ["fresh"]
+    c = json.loads((tmp_path / "run" / "eval" / "contamination.json").read_text())
+    assert (c["benchmark"], c["dropped"], c["by_ngram"]["8"]["contaminated"], c["by_ngram"]["32"]["contaminated"]) == (
+        "math500", 2, 2, 1)
+    assert "math500: 3 held-out problems (8-gram overlap: 2, 32-gram overlap: 1), 2 dropped" in logs[-1]

@@ -1,8 +1,10 @@
 """Evaluation (`heal eval`): pass@1 over n samples per held-out problem with its standard error,
-greedy accuracy, per teacher tier, and how often correct answers come with a verified derivation.
+greedy accuracy, per teacher tier, and how often correct answers come with a verified derivation;
+and the metrics reasoning-model papers report (avg@n, maj@k, unbiased pass@k, mean answer length,
+truncation rate).
 
 Held-out problems are checked against the training problems with an n-gram decontamination pass
-before anything is generated. The teacher is evaluated the same way (the ceiling reference), and
+(8- and 32-grams counted, `eval.ngram` dropped) before anything is generated. The teacher is evaluated the same way (the ceiling reference), and
 its pass rate on each test problem gives that problem's tier.
 
 Artifacts: RUN/eval/problems.jsonl (the held-out set), RUN/eval/contamination.json,
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from heal.config import RunConfig
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
-from heal.problems import from_config
+from heal.problems import benchmark_name, from_config
 from heal.rundir import RunMismatch, writes_run
 from heal.sample import stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
@@ -53,6 +55,99 @@ def paired_difference(a: dict[str, list[bool | None]], b: dict[str, list[bool | 
         return {"diff": None, "se": None, "problems": 0}
     se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None
     return {"diff": float(np.mean(d)), "se": se, "problems": len(d)}
+
+
+def _mean_se(per: list[float]) -> tuple[float | None, float | None]:
+    """Mean over problems and its standard error (std(ddof=1) / sqrt(P); None for one problem)."""
+    if not per:
+        return None, None
+    return float(np.mean(per)), float(np.std(per, ddof=1) / math.sqrt(len(per))) if len(per) > 1 else None
+
+
+def avg_at_n(correct_by_problem: dict[str, list[bool | None]]) -> dict:
+    """avg@n as reasoning-model papers report it ("pass@1 averaged over n samples"): the same mean as
+    pass_at_1, named with its n (the most common sample count) so a table says how many samples it
+    averages; the standard error is over problems."""
+    r = pass_at_1(correct_by_problem)
+    return {"n": r["n"], "mean": r["pass@1"], "se": r["se"], "problems": r["problems"]}
+
+
+def pass_at_k_estimate(n: int, c: int, k: int) -> float:
+    """Chen et al. (2021)'s unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k),
+    computed as 1 - prod_{i=n-c+1..n} (1 - k/i), which never forms the binomials (C(64, 32) is 1.8e18;
+    at n in the hundreds they overflow a float)."""
+    if not 0 < k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k(correct_by_problem: dict[str, list[bool | None]], k: int) -> dict:
+    """Mean over problems of the unbiased pass@k estimate, with its standard error over problems.
+    Problems with fewer than k samples are left out (counted in `problems`). A verifier error is wrong."""
+    per = [pass_at_k_estimate(len(cs), sum(c is True for c in cs), k) for cs in correct_by_problem.values() if len(cs) >= k]
+    mean, se = _mean_se(per)
+    return {"mean": mean, "se": se, "problems": len(per)}
+
+
+def pass_at_k_ks(n: int) -> list[int]:
+    """The k reported for n samples: the powers of two up to n, and n itself (1, 2, 4, ..., 64)."""
+    ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return ks + ([n] if n not in ks else [])
+
+
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_LATEX_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
+
+
+def normalize_answer(pred: str) -> str:
+    """The string majority voting compares: LaTeX spacing, sizing and text wrappers, `$`, a final full
+    stop and thousands separators removed, \\dfrac / \\tfrac as \\frac, numbers in one spelling
+    ("2.0", "2", "2.00" -> "2"). What this does not merge ("0.5" vs "\\frac{1}{2}") counts as two answers."""
+    s = _LATEX_WRAP.sub(r"\1", pred.strip())
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\left|\\right|\\[,;:! ]|\s+|\$", "", s).rstrip(".")
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    try:
+        x = float(s)
+    except ValueError:
+        return s
+    return str(int(x)) if x.is_integer() and abs(x) < 2**53 else repr(x)
+
+
+def majority_correct(answers: list[tuple[str | None, bool | None]]) -> bool:
+    """Whether the majority answer of one problem's samples (in sample order) is correct. Every
+    answer the verifier accepted is one answer, the gold (they are each verified equal to it); the
+    others are compared as normalised strings (`normalize_answer`). No answer casts no vote; a tie
+    goes to the answer given first; with no answer at all the vote is wrong."""
+    votes: Counter = Counter()
+    first: dict = {}
+    for i, (pred, correct) in enumerate(answers):
+        if pred is None:
+            continue
+        key = True if correct is True else normalize_answer(pred)
+        votes[key] += 1
+        first.setdefault(key, i)
+    if not votes:
+        return False
+    winner = max(votes, key=lambda a: (votes[a], -first[a]))
+    return winner is True
+
+
+def maj_at_k(answers_by_problem: dict[str, list[tuple[str | None, bool | None]]], k: int | None = None) -> dict:
+    """maj@k (consensus@k): the share of problems whose majority answer over their first k samples
+    (all with k=None) is correct, with its standard error over problems. k is the most common number
+    of samples voted on."""
+    per, sizes = [], Counter()
+    for answers in answers_by_problem.values():
+        if answers:
+            voted = answers[:k] if k else answers
+            per.append(float(majority_correct(voted)))
+            sizes[len(voted)] += 1
+    mean, se = _mean_se(per)
+    return {"k": sizes.most_common(1)[0][0] if sizes else 0, "mean": mean, "se": se, "problems": len(per)}
 
 
 _WORD = re.compile(r"-?\d+(?:\.\d+)?|[a-z]+")
@@ -96,6 +191,23 @@ def contamination(test: list[dict], train: list[dict], n: int = 8, df_max: float
     return hits
 
 
+REPORTED_NGRAMS = (8, 32)  # open-r1 decontaminates at 8-grams, Light-R1 reports 32-grams
+
+
+def contamination_report(test: list[dict], train: list[dict], ngram: int, df_max: float, source: str) -> dict:
+    """eval/contamination.json: the hits at `ngram` (the problems dropped) and, per benchmark, how many
+    test problems share an 8-gram and a 32-gram with the training problems (the two sizes papers
+    report), counted the same way (template words removed, a shorter question compared whole)."""
+    by_ngram = {}
+    for n in sorted({ngram, *REPORTED_NGRAMS}):
+        hits = contamination(test, train, n, df_max)
+        by_ngram[str(n)] = {"contaminated": len(hits), "rate": len(hits) / len(test) if test else None, "hits": hits}
+    hits = by_ngram[str(ngram)]["hits"]
+    return {"benchmark": benchmark_name(source), "source": source, "test": len(test), "train": len(train),
+            "ngram": ngram, "df_max": df_max, "dropped": len({h["test_id"] for h in hits}), "hits": hits,
+            "by_ngram": by_ngram}
+
+
 def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
     """The eval set, decontaminated against the run's training problems (contaminated ones dropped).
 
@@ -114,8 +226,8 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
         raise FileNotFoundError(f"{run_dir / 'problems.jsonl'} is missing: held-out problems are checked against "
                                 f"the training problems, so run `heal sample` first")
     train = list(read_jsonl(run_dir / "problems.jsonl"))
-    hits = contamination(test, train, cfg.eval.ngram, cfg.eval.df_max)
-    bad = {h["test_id"] for h in hits}
+    report = contamination_report(test, train, cfg.eval.ngram, cfg.eval.df_max, cfg.eval.data.source)
+    bad = {h["test_id"] for h in report["hits"]}
     kept = [p for p in test if p["id"] not in bad]
     if not kept:
         raise ValueError("every held-out problem overlaps the training problems; choose another eval.data")
@@ -123,6 +235,8 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
         old = list(read_jsonl(path))
         ident = lambda rows: [(r["id"], r["question"], r["answer"]) for r in rows]  # noqa: E731
         if ident(old) == ident(kept):
+            # The same set: its report is rewritten, so a run from before the 32-gram count gets it.
+            atomic_write_text(out_dir / "contamination.json", json.dumps(report, indent=2) + "\n")
             return old
         evals = out_dir / "evals.jsonl"
         if evals.exists() and evals.stat().st_size > 0:
@@ -130,10 +244,10 @@ def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
                               f"stored, {len(kept)} now) and {evals} has answers to the stored one; use another "
                               f"output_dir, or delete {out_dir} to evaluate on the new set")
         log(f"eval: eval.data changed and nothing was evaluated yet: replacing {path}")
-    atomic_write_text(out_dir / "contamination.json", json.dumps(
-        {"test": len(test), "train": len(train), "ngram": cfg.eval.ngram, "df_max": cfg.eval.df_max,
-         "dropped": len(bad), "hits": hits}, indent=2) + "\n")
-    log(f"eval: {len(test)} held-out problems, {len(bad)} dropped as contaminated, {len(kept)} kept")
+    atomic_write_text(out_dir / "contamination.json", json.dumps(report, indent=2) + "\n")
+    counts = ", ".join(f"{n}-gram overlap: {c['contaminated']}" for n, c in report["by_ngram"].items())
+    log(f"eval: {report['benchmark']}: {len(test)} held-out problems ({counts}), {len(bad)} dropped as "
+        f"contaminated ({cfg.eval.ngram}-grams), {len(kept)} kept")
     atomic_write_jsonl(path, kept)
     return kept
 
@@ -209,6 +323,25 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     bar.close()
 
 
+def reasoning_metrics(sampled: list[dict]) -> dict:
+    """The metrics reasoning-model papers report, over one model's sampled answers (eval records, no
+    greedy one): avg@n, maj@k with k = n, the unbiased pass@k for k = 1, 2, 4, ..., n, the mean answer
+    length in tokens and the share of answers cut off by max_new_tokens."""
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(sampled, key=lambda r: r["sample"]):  # sample order: maj@k's tie-break
+        by_problem[r["problem_id"]].append(r)
+    correct = {p: [r["correct"] for r in rs] for p, rs in by_problem.items()}
+    n = avg_at_n(correct)["n"]
+    lengths = [r["n_tokens"] for r in sampled if r.get("n_tokens") is not None]
+    return {
+        "avg@n": avg_at_n(correct),
+        "maj@k": maj_at_k({p: [(r.get("pred"), r["correct"]) for r in rs] for p, rs in by_problem.items()}),
+        "pass@k": {str(k): pass_at_k(correct, k) for k in pass_at_k_ks(n)} if n else {},
+        "mean_tokens": float(np.mean(lengths)) if lengths else None,
+        "truncation_rate_sampled": float(np.mean([bool(r["truncated"]) for r in sampled])) if sampled else None,
+    }
+
+
 def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
                    baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
     """Summary over the current held-out set, the current n, and (with `tags`) the current weights.
@@ -252,7 +385,8 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         eqs = [e.ok for r in texts for e in equations(r.get("text") or "")]
         m["equations"] = len(eqs)
         m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
-        m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None
+        m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None  # greedy included
+        m.update(reasoning_metrics(texts))
         out["models"][name] = m
     for baseline in [b for b in baselines if b in sampled_by_model]:  # paired over problems
         base = sampled_by_model[baseline]
