@@ -28,6 +28,27 @@ class _Strict(BaseModel):
         return value
 
 
+class ReasoningConfig(_Strict):
+    """A reasoning block (`<think> ... </think>` then the answer) in the model's output."""
+
+    # none: an instruct model (no block). r1 (DeepSeek-R1-Distill), qwq, qwen3: those families' tags
+    # and template arguments (heal.reasoning.PRESETS). custom: give start and end below.
+    preset: Literal["none", "r1", "qwq", "qwen3", "custom"] = "none"
+    start: str | None = None  # the start tag (None: the preset's, "<think>")
+    end: str | None = None  # the end tag (None: the preset's, "</think>")
+    # Does the chat template end the generation prompt with the start tag (R1-distill, QwQ), so the
+    # completion begins inside the block? None: read it from the chat template.
+    prefilled: bool | None = None
+    # Extra arguments for apply_chat_template (Qwen3: enable_thinking; the preset's are merged in).
+    template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset == "custom" and not (self.start and self.end):
+            raise ValueError("reasoning.preset: custom needs reasoning.start and reasoning.end")
+        return self
+
+
 class ModelConfig(_Strict):
     model: str = "qwen2.5-coder-1.5b"  # alias (see `heal models list`), transformers folder, .gguf, or hub id
     engine: Literal["hf", "llamacpp", "openai", "vllm"] = "llamacpp"
@@ -57,6 +78,8 @@ class ModelConfig(_Strict):
     tensor_parallel_size: int = Field(1, gt=0)
     data_parallel_size: int = Field(1, gt=0)
     engine_args: dict[str, Any] = Field(default_factory=dict)
+    # The model's reasoning format (docs/method.md, Reasoning models); preset none: an instruct model.
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
 
 
 class DataConfig(_Strict):
@@ -197,6 +220,9 @@ class TrainConfig(_Strict):
     """PACE training of the student (method doc: PACE)."""
 
     student: str = "qwen2.5-coder-0.5b"
+    # The student's reasoning format (None: the teacher's, with the pre-fill read from the student's
+    # own chat template). Training text is converted from the teacher's format to this one.
+    reasoning: ReasoningConfig | None = None
     methods: list[Literal["heal", "sft_rs", "keep_all", "star", "heal_no_pure", "heal_no_curriculum",
                           "heal_continuous"]] = Field(
         default_factory=lambda: ["sft_rs", "heal"])

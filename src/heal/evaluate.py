@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from heal import reasoning
 from heal.config import RunConfig
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
@@ -287,8 +288,10 @@ def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], stor
 
 
 def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True,
-                   tag: str = "base") -> None:
-    """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked."""
+                   tag: str = "base", reasoning_cfg=None) -> None:
+    """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked.
+    `reasoning_cfg`: the model's reasoning format (its prompt's template arguments; the answer is read
+    after the reasoning block)."""
     ec = cfg.eval
     store = JsonlStore(Path(cfg.output_dir) / "eval" / "evals.jsonl")
     s = cfg.sampling
@@ -296,8 +299,9 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
     jobs = pending_jobs(cfg, name, tag, problems, store)
+    fmt = reasoning.resolve(reasoning_cfg, engine.tokenizer)
     prompt_ids = {p["id"]: chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
-                                           cfg.prompt.system) for p, _ in jobs}
+                                           cfg.prompt.system, fmt.template_kwargs) for p, _ in jobs}
     check_prompts_fit(engine, list(prompt_ids.items()), s.max_new_tokens)
     bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
     chunk = max(1, getattr(engine, "batch_size", 1))
@@ -311,7 +315,7 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
                 comps = engine.generate(prompts, params, n=1, record_entropy=False, seeds=seeds)
                 recs = []
                 for (p, j), [c] in zip(items, comps):
-                    v = verifier.check(c.text, p["answer"], p.get("meta"))
+                    v = verifier.check(reasoning.answer_text(c.text, fmt) or "", p["answer"], p.get("meta"))
                     chk = check_steps([c.text], p["answer"], p["question"])
                     recs.append({"key": f"{name}@{tag}/{p['id']}/{j}", "model": name, "tag": tag, "problem_id": p["id"],
                                  "sample": j, "text": c.text, "n_tokens": len(c.token_ids),
@@ -442,7 +446,8 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
             continue  # no model load (its engine need not even be installed here)
         engine = make_engine(mc)
         try:
-            evaluate_model(cfg, name, engine, problems, progress, tag)
+            evaluate_model(cfg, name, engine, problems, progress, tag,
+                           cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning))
         finally:
             engine.close()
     return summarize_eval(cfg, tags={name: tag for name, _, tag in todo})

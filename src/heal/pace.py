@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from heal.config import RunConfig, echo_config
+from heal import reasoning
 from heal.engines.base import chat_prompt_ids
 from heal.pure import verdict
 from heal.sample import load_stage0
@@ -117,22 +118,30 @@ def same_tokenizer(a, b) -> bool:
 
 
 def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str | None = None,
-                         max_length: int | None = None) -> list[dict]:
+                         max_length: int | None = None, teacher_format: reasoning.Format = reasoning.NONE,
+                         student_format: reasoning.Format = reasoning.NONE) -> list[dict]:
     """input_ids = chat prompt + completion (+ end-of-turn); labels = -100 on the prompt.
 
-    The prompt is always the student's own chat template (what it sees at evaluation). The
-    completion is the teacher's exact ids when the tokenizers match (nothing re-tokenised), else the
-    student's tokenisation of the text; the end-of-turn token is appended unless the completion was
-    truncated (a cut-off text must not teach the student to stop there). The completion never goes
-    through the chat template, which some templates use to drop reasoning from assistant turns."""
+    The prompt is always the student's own chat template (what it sees at evaluation), rendered with
+    its reasoning format's template arguments: a template that pre-fills `<think>` keeps it in the
+    prompt, and the completion then must not repeat it. The completion is the teacher's exact ids when
+    the tokenizers and the reasoning formats match (nothing re-tokenised), else the teacher's text
+    converted to the student's format (`reasoning.for_student`) and tokenised by the student. The
+    loss covers reasoning, answer and the end-of-turn token, which is appended unless the completion
+    was truncated (a cut-off text must not teach the student to stop there). The completion never
+    goes through the chat template, which some templates (Qwen3) use to drop reasoning from
+    assistant turns: heal's own mask keeps it."""
     end = _end_of_turn(tok)
+    same_format = (teacher_format.enabled, teacher_format.prefilled, teacher_format.start, teacher_format.end) == \
+        (student_format.enabled, student_format.prefilled, student_format.start, student_format.end)
     out = []
     for ex in examples:
-        prompt = chat_prompt_ids(tok, ex["prompt"], system)
-        if exact_ids:
+        prompt = chat_prompt_ids(tok, ex["prompt"], system, student_format.template_kwargs)
+        if exact_ids and same_format:
             completion = list(ex["completion_ids"])
         else:
-            completion = tok(ex["completion"], add_special_tokens=False)["input_ids"]
+            text = reasoning.for_student(ex["completion"], teacher_format, student_format)
+            completion = tok(text, add_special_tokens=False)["input_ids"]
         if not ex.get("truncated") and (not completion or completion[-1] != end):
             completion = completion + [end]
         ids = prompt + completion
@@ -344,6 +353,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
     teacher_tok = AutoTokenizer.from_pretrained(resolve(cfg.teacher.model).hf)
     student_tok = AutoTokenizer.from_pretrained(student)
     exact = same_tokenizer(teacher_tok, student_tok)
+    teacher_format = reasoning.resolve(cfg.teacher.reasoning, teacher_tok)
+    student_format = reasoning.resolve(cfg.train.reasoning or cfg.teacher.reasoning, student_tok)
     data = {name: list(read_jsonl(run_dir / "data" / f"{name}.jsonl")) for name in sizes}
     methods = methods or cfg.train.methods
     sharded = any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
@@ -360,7 +371,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             if not rows:
                 raise ValueError(f"{method} stage {stage['name']}: no training data in {stage['data']}")
             random.Random(cfg.train.seed + i).shuffle(rows)
-            tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length)
+            tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length,
+                                             teacher_format, student_format)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
             train_keys = cfg.train.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | (

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from heal.config import RunConfig, echo_config
 from heal.engines import engine_for
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
+from heal import reasoning
 from heal.problems import Problem, from_config
 from heal.rundir import RunMismatch, changed_settings, writes_run  # noqa: F401  (re-exported)
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
@@ -75,9 +76,10 @@ def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[P
     """The run's problems with prompt ids; on resume, the stored set must match."""
     path = run_dir / "problems.jsonl"
     rows = []
+    fmt = reasoning.resolve(cfg.teacher.reasoning, tokenizer)
     for p in problems:
         text = cfg.prompt.template.format(question=p.question)
-        ids = chat_prompt_ids(tokenizer, text, cfg.prompt.system)
+        ids = chat_prompt_ids(tokenizer, text, cfg.prompt.system, fmt.template_kwargs)
         rows.append({**p.to_dict(), "prompt": text, "prompt_ids": ids})
     if path.exists():
         old = list(read_jsonl(path))
@@ -133,6 +135,7 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
             "problem_id": p["id"], "answer": p["answer"], "n": len(recs), "correct": n_correct,
             "pass_rate": n_correct / len(recs) if recs else None,
             "truncated": sum(1 for r in recs if r["truncated"]),
+            "truncated_in_reasoning": sum(1 for r in recs if r.get("truncated_in_reasoning")),
             "verify_errors": sum(1 for r in recs if r["correct"] is None),
             "no_answer": sum(1 for r in recs if r["pred"] is None),
             "tier": tier_of(n_correct, len(recs), cfg.sample.solved_min_pass, cfg.sample.corner_max_correct)
@@ -140,7 +143,7 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
         }
         tiers.append(row)
         counts[row["tier"]] += 1
-        for key in ("n", "correct", "truncated", "verify_errors", "no_answer"):
+        for key in ("n", "correct", "truncated", "truncated_in_reasoning", "verify_errors", "no_answer"):
             total[key] += row[key]
         total["tokens"] += sum(r["n_tokens"] for r in recs)
     atomic_write_jsonl(run_dir / "tiers.jsonl", tiers)
@@ -148,6 +151,8 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
         "problems": len(problems), "k": k, "samples": total["n"], "correct": total["correct"],
         "pass_rate": total["correct"] / total["n"] if total["n"] else None,
         "truncation_rate": total["truncated"] / total["n"] if total["n"] else None,
+        # a trace cut off before its reasoning block closed: a length failure, never a GEAR source
+        "truncated_in_reasoning": total["truncated_in_reasoning"],
         "verify_errors": total["verify_errors"], "no_answer": total["no_answer"],
         "teacher_tokens": total["tokens"],
         "tiers": {t: counts.get(t, 0) for t in ("solved", "hard", "corner", "incomplete")},
@@ -190,6 +195,7 @@ def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: Js
     """Generate, verify and append one record per (problem, j). Each sample's seed depends only on its
     problem and index, so the same sample comes out whichever worker or run draws it."""
     params = sampling_params(cfg)
+    fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
     chunk = max(1, getattr(engine, "batch_size", 1))
     total = total or len(todo)
     bar = tqdm(total=total, initial=total - len(todo), unit="sample", desc="sample", disable=not progress,
@@ -203,7 +209,9 @@ def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: Js
                                     record_entropy=cfg.sample.record_entropy, seeds=seeds)
             records = []
             for (r, j), [c] in zip(items, comps):
-                v = verifier.check(c.text, r["answer"], r.get("meta"))
+                span = reasoning.spans(c.token_ids, engine.tokenizer, fmt)
+                # The final answer is read after the reasoning block; a block that never closed has none.
+                v = verifier.check(reasoning.answer_text(c.text, fmt) or "", r["answer"], r.get("meta"))
                 records.append({
                     "key": f"{r['id']}/{j}", "problem_id": r["id"], "sample_index": j, "stage": "sample",
                     "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
@@ -212,6 +220,8 @@ def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: Js
                     "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
                     "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name,
                     "sampling": asdict(params),
+                    **(span.to_dict() | {"truncated_in_reasoning": c.truncated and not span.closed}
+                       if fmt.enabled else {}),
                 })
                 n_tok += len(c.token_ids)
             store.append(records)
@@ -240,7 +250,9 @@ def format_table(run_dir: str | Path, max_rows: int = 50) -> str:
     lines += [
         "",
         f"samples {s['samples']} (K={s['k']} x {s['problems']} problems), pass rate {pr}, "
-        f"truncated {tr}, no answer {s['no_answer']}, verifier errors {s['verify_errors']}, "
+        f"truncated {tr}" + (f" ({s['truncated_in_reasoning']} inside the reasoning block)"
+                             if s.get("truncated_in_reasoning") else "")
+        + f", no answer {s['no_answer']}, verifier errors {s['verify_errors']}, "
         f"teacher tokens {s['teacher_tokens']}",
         f"tiers: solved {tc['solved']}, hard {tc['hard']}, corner {tc['corner']}"
         + (f", incomplete {tc['incomplete']}" if tc.get("incomplete") else ""),

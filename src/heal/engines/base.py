@@ -125,11 +125,15 @@ def eos_ids(tokenizer, generation_config=None) -> set[int]:
     return ids
 
 
-def chat_prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
-    """Token ids of a chat prompt ending where the assistant's answer begins."""
+def chat_prompt_ids(tokenizer, question: str, system: str | None = None,
+                    template_kwargs: dict | None = None) -> list[int]:
+    """Token ids of a chat prompt ending where the assistant's answer begins, exactly as the chat
+    template renders it (a template that pre-fills `<think>` leaves it at the end of the prompt).
+    template_kwargs go to apply_chat_template (Qwen3's enable_thinking)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     if getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            **(template_kwargs or {}))
         if isinstance(out, dict) or hasattr(out, "input_ids"):
             out = out["input_ids"]
         return [int(t) for t in out]

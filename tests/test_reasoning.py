@@ -1,0 +1,153 @@
+"""Reasoning blocks: formats read from real chat templates, spans in token ids, answers read after
+the block, and the template traps of training (a pre-filled `<think>`, a template that strips
+reasoning from assistant turns, a student whose template differs from the teacher's)."""
+
+import copy
+
+import pytest
+
+from heal import reasoning
+from heal.config import ReasoningConfig
+from heal.engines.base import chat_prompt_ids
+from heal.pace import tokenize_for_student
+
+# An R1-distill-like template: the generation prompt ends inside the block ("<think>\n").
+R1_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
+    "{% elif m['role'] == 'assistant' %}<|im_start|>assistant\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+# A Qwen3-like template: the model writes "<think>" itself; enable_thinking=False pre-fills an empty
+# block; reasoning in an assistant turn of the history is stripped when the template renders it.
+QWEN3_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n"
+    "{% elif m['role'] == 'assistant' %}<|im_start|>assistant\n"
+    "{{ m['content'].split('</think>')[-1].lstrip('\\n') }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def _tok(smollm2, template):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2.hf)
+    tok.add_tokens(["<think>", "</think>"])  # one added token each, as in the Qwen and R1 tokenizers
+    tok.chat_template = template
+    return tok
+
+
+@pytest.fixture(scope="module")
+def r1_tok(smollm2):
+    return _tok(smollm2, R1_TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def qwen3_tok(smollm2):
+    return _tok(smollm2, QWEN3_TEMPLATE)
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_prefill_is_read_from_the_chat_template(r1_tok, qwen3_tok):
+    r1 = reasoning.resolve(ReasoningConfig(preset="r1"), r1_tok)
+    q3 = reasoning.resolve(ReasoningConfig(preset="qwen3"), qwen3_tok)
+    assert r1.enabled and r1.prefilled and r1.template_kwargs == {}
+    assert q3.enabled and not q3.prefilled and q3.template_kwargs == {"enable_thinking": True}
+    # the preset's guess loses to the template: an r1 preset on a Qwen3-like template is not pre-filled
+    assert not reasoning.resolve(ReasoningConfig(preset="r1"), qwen3_tok).prefilled
+    assert reasoning.resolve(ReasoningConfig(preset="none"), r1_tok) == reasoning.NONE
+    no_think = reasoning.resolve(ReasoningConfig(preset="qwen3", template_kwargs={"enable_thinking": False}),
+                                 qwen3_tok)
+    text = qwen3_tok.decode(chat_prompt_ids(qwen3_tok, "q", None, no_think.template_kwargs))
+    assert text.endswith("<think>\n\n</think>\n\n")  # template kwargs reach apply_chat_template
+
+
+def test_spans_answer_and_truncation_in_token_ids(r1_tok, qwen3_tok):
+    r1 = reasoning.resolve(ReasoningConfig(preset="r1"), r1_tok)
+    ids = _ids(r1_tok, "First 2 + 2 = 4. Check: yes.</think>\n\nThe answer is \\boxed{4}.")
+    sp = reasoning.spans(ids, r1_tok, r1)
+    end = ids.index(r1_tok.convert_tokens_to_ids("</think>"))
+    assert sp.closed and sp.reasoning == (0, end) and sp.answer == (end + 1, len(ids))
+    assert r1_tok.decode(ids[slice(*sp.answer)]).strip() == "The answer is \\boxed{4}."
+    assert reasoning.answer_text(r1_tok.decode(ids), r1) == "\n\nThe answer is \\boxed{4}."
+    # cut off inside the block: no answer part, whatever \boxed{} the reasoning tried on the way
+    cut = _ids(r1_tok, "Maybe \\boxed{5}? Let me check again")
+    sp = reasoning.spans(cut, r1_tok, r1)
+    assert not sp.closed and sp.answer is None and sp.reasoning == (0, len(cut))
+    assert reasoning.answer_text("Maybe \\boxed{5}? Let me check again", r1) is None
+    q3 = reasoning.resolve(ReasoningConfig(preset="qwen3"), qwen3_tok)
+    ids = _ids(qwen3_tok, "<think>\nreason</think>\n\n\\boxed{1}")
+    sp = reasoning.spans(ids, qwen3_tok, q3)
+    assert qwen3_tok.decode(ids[slice(*sp.reasoning)]) == "\nreason"
+    assert reasoning.spans(ids, qwen3_tok, reasoning.NONE).answer == (0, len(ids))  # an instruct model
+
+
+def _train_text(tok, rows):
+    [row] = rows
+    labels = [t for t in row["labels"] if t != -100]
+    return tok.decode(row["input_ids"]), tok.decode(labels)
+
+
+def test_prefilled_start_tag_is_never_repeated(r1_tok):
+    fmt = reasoning.resolve(ReasoningConfig(preset="r1"), r1_tok)
+    completion = "2 + 2 = 4.</think>\n\n\\boxed{4}"
+    ex = {"prompt": "What is 2 + 2?", "prompt_ids": None, "completion": completion,
+          "completion_ids": _ids(r1_tok, completion)}
+    for exact in (True, False):
+        full, trained = _train_text(r1_tok, tokenize_for_student([ex], r1_tok, exact, teacher_format=fmt,
+                                                                 student_format=fmt))
+        assert full.count("<think>") == 1 and "<think>" not in trained  # the tag is the prompt's
+        assert trained == completion + "<|im_end|>"  # reasoning, answer and end-of-turn in the loss
+
+
+def test_teacher_and_student_templates_that_differ(r1_tok, qwen3_tok):
+    r1 = reasoning.resolve(ReasoningConfig(preset="r1"), r1_tok)
+    q3 = reasoning.resolve(ReasoningConfig(preset="qwen3"), qwen3_tok)
+    # R1 teacher (wrote no start tag) -> Qwen3-style student (must write it)
+    ex = {"prompt": "q", "prompt_ids": None, "completion": "work</think>\n\n\\boxed{1}", "completion_ids": None}
+    full, trained = _train_text(qwen3_tok, tokenize_for_student([ex], qwen3_tok, False, teacher_format=r1,
+                                                                student_format=q3))
+    assert full.count("<think>") == 1 and trained.startswith("<think>\nwork</think>")
+    # Qwen3-style teacher (wrote "<think>\n") -> R1 student (its prompt holds the tag already)
+    ex = {"prompt": "q", "prompt_ids": None, "completion": "<think>\nwork</think>\n\n\\boxed{1}",
+          "completion_ids": None}
+    full, trained = _train_text(r1_tok, tokenize_for_student([ex], r1_tok, False, teacher_format=q3,
+                                                             student_format=r1))
+    assert full.count("<think>") == 1 and trained.startswith("work</think>")
+    assert full.endswith("<think>\nwork</think>\n\n\\boxed{1}<|im_end|>")
+
+
+def test_a_template_that_strips_reasoning_from_history_does_not_strip_training_text(qwen3_tok):
+    q3 = reasoning.resolve(ReasoningConfig(preset="qwen3"), qwen3_tok)
+    completion = "<think>\nthe long derivation</think>\n\n\\boxed{7}"
+    rendered = qwen3_tok.apply_chat_template([{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": completion}], tokenize=False)
+    assert "the long derivation" not in rendered  # what assistant_only_loss-style rendering would train on
+    ex = {"prompt": "q", "prompt_ids": None, "completion": completion, "completion_ids": _ids(qwen3_tok, completion)}
+    _, trained = _train_text(qwen3_tok, tokenize_for_student([ex], qwen3_tok, True, teacher_format=q3,
+                                                             student_format=q3))
+    assert "the long derivation" in trained and trained.count("<think>") == 1
+
+
+def test_stage0_counts_truncation_inside_the_reasoning_block(tmp_path):
+    from heal.config import RunConfig
+    from heal.sample import format_table, summarize
+    from heal.store import atomic_write_jsonl
+
+    run = tmp_path / "run"
+    recs = [{"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": j == 0, "truncated": j == 1,
+             "truncated_in_reasoning": j == 1, "pred": "1" if j != 1 else None, "n_tokens": 3} for j in range(2)]
+    atomic_write_jsonl(run / "samples.jsonl", recs)
+    atomic_write_jsonl(run / "tiers.jsonl", [])
+    s = summarize(RunConfig(output_dir=str(run), sample={"k": 2}), run, [{"id": "p0", "answer": "1"}])
+    assert s["truncated_in_reasoning"] == 1
+    assert "(1 inside the reasoning block)" in format_table(run)
+
+
+def test_gear_never_repairs_a_trace_cut_off_in_its_reasoning():
+    from heal.gear import select_failed
+
+    samples = [{"sample_index": 0, "correct": False, "truncated": True, "truncated_in_reasoning": True, "pred": None},
+               {"sample_index": 1, "correct": False, "truncated": False, "pred": "3"}]
+    assert [s["sample_index"] for s in select_failed(copy.deepcopy(samples), 4)] == [1]
