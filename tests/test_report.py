@@ -32,8 +32,17 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
                                          "per_tier": {"solved": {"diff": 0.25, "se": 0.1}, "corner": {"diff": 0.0, "se": None}}}
     ev["models"]["sft_rs"]["vs_heal"] = {"diff": -0.25, "se": 0.05, "problems": 4,
                                          "per_tier": {"solved": {"diff": -0.25, "se": 0.1}, "corner": {"diff": 0.0, "se": None}}}
+    for name, m in ev["models"].items():  # the reasoning-paper metrics (n = 4 samples per problem)
+        m |= {"avg@n": {"n": 4, "mean": m["pass@1"], "se": 0.1, "problems": 4}, "maj@k": {"k": 4, "mean": 0.5, "se": 0.2},
+              "pass@k": {k: {"mean": m["pass@1"] + 0.05 * int(k)} for k in ("1", "2", "4")}, "mean_tokens": 123.4,
+              "truncation_rate_sampled": 0.125}
+    del ev["models"]["teacher"]["avg@n"]  # a model evaluated before these metrics existed: no row
     (run / "eval").mkdir()
     (run / "eval" / "summary.json").write_text(json.dumps(ev))
+    (run / "eval" / "settings.json").write_text(json.dumps({"sampling": {"temperature": 0.6, "top_p": 0.95}}))
+    (run / "eval" / "contamination.json").write_text(json.dumps(
+        {"benchmark": "math500", "test": 5, "train": 4, "ngram": 8, "dropped": 1, "hits": [{"test_id": "x"}],
+         "by_ngram": {"8": {"contaminated": 1}, "32": {"contaminated": 0}}}))
     # Two trained methods' stage records (what train_stage writes next to the weights).
     for method, stages in {"heal": [("I", ["D1"], 2, [0.5, 0.3]), ("II", ["D1", "D2"], 3, [0.4, 0.2, 0.1])],
                            "sft_rs": [("single", ["D1"], 5, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])],
@@ -57,6 +66,16 @@ def test_report_on_fixture(tmp_path, tiny_model_dir):
     assert summary["methods"]["heal"]["per_tier"] == {"solved": 0.5, "corner": 0.0}
     assert "| heal | 0.500 | 0.100 | 4 | 0.500 | 0.500 | 0.000 | 0.500 | - | - (-) |" in md
     assert "| heal | +0.250 ± 0.050 | +0.250 ± 0.100 | +0.000 ± - |" in md
+    # Reasoning-paper metrics: pass@1 is avg@n, so the table's pass@k columns start at k = 2.
+    assert "Sampled answers (temperature 0.6, top-p 0.95): avg@4 ± its SE over problems; maj@4" in md
+    assert "| method | avg@4 | ± se | maj@4 | pass@2 | pass@4 | mean tokens | truncated |" in md
+    assert "| heal | 0.500 | 0.100 | 0.500 | 0.600 | 0.700 | 123.4 | 0.125 |" in md and "| teacher | 0.750 | 0.100 | 0.500" not in md
+    assert summary["methods"]["heal"]["pass@k"]["4"]["mean"] == pytest.approx(0.7) and summary["methods"]["heal"]["mean_tokens"] == 123.4
+    assert summary["methods"]["teacher"]["avg@n"] is None
+    assert summary["contamination"] == {"benchmark": "math500", "test": 5, "train": 4, "ngram": 8, "dropped": 1,
+                                        "contaminated": {"8": 1, "32": 0}}
+    assert ("Held-out set math500: 5 problems checked against 4 training problems; 8-gram overlap: 1, 32-gram overlap: 0; "
+            "dropped (8-grams): 1.") in md
     assert "Difference to heal, paired" in md and "| sft_rs | -0.250 ± 0.050 | -0.250 ± 0.100 | +0.000 ± - |" in md
     # Data per set: D1 = the two answer-correct Stage 0 samples (p0, p1), each a true derivation;
     # D2 / D3 = PURE-accepted candidates of p0 and p2 (rho_step 0.5 <= 2.0), p0's repair not verified.

@@ -193,9 +193,9 @@ def markdown(summary: dict) -> str:
 
 
 def contamination_line(c: dict) -> str:
-    shared = ", ".join(f"a {n}-gram: {k}" for n, k in sorted(c["contaminated"].items(), key=lambda x: int(x[0])))
+    shared = ", ".join(f"{n}-gram overlap: {k}" for n, k in sorted(c["contaminated"].items(), key=lambda x: int(x[0])))
     name = f" {c['benchmark']}" if c.get("benchmark") else ""
-    return (f"Held-out set{name}: {c['test']} problems checked against {c['train']} training problems; sharing "
+    return (f"Held-out set{name}: {c['test']} problems checked against {c['train']} training problems; "
             f"{shared}; dropped ({c['ngram']}-grams): {c['dropped']}.")
 
 
