@@ -137,3 +137,47 @@ def test_locate_rollout_and_judge_through_the_engine_protocol():
     assert bp.step in bp.candidates and bp.kept_steps == bp.step - 1
     with pytest.raises(ValueError):
         locate("oracle", **common)
+
+
+@pytest.mark.parametrize("locator", ["random", "first_error", "rollout", "judge"])
+def test_every_locator_runs_inside_gear_and_records_its_cost(tmp_path, tiny_model_dir, locator):
+    from test_gear_e2e import QUIET, _cfg
+
+    from heal.gear import run_repair, summarize_repairs
+    from heal.sample import run_sample
+    from heal.store import read_jsonl
+
+    cfg = _cfg(tmp_path, tiny_model_dir, "hf", [{"id": "a", "question": "2+3?", "answer": "5"}],
+               {"gear": {"skip_truncated": False, "locator": locator, "max_trajectories": 1, "continuations": 1,
+                         "rollout_samples": 1},
+                "sampling": {"max_new_tokens": 12}})
+    run_sample(cfg, **QUIET)
+    # Stage 0's samples replaced by one failed four-step trajectory, so every locator has steps to choose.
+    from transformers import AutoTokenizer
+
+    from heal.store import atomic_write_jsonl
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = "2 + 3 = 5\n\n5 + 1 = 7\n\nSo it is 7.\n\n\\boxed{7}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl"))
+    atomic_write_jsonl(tmp_path / "run" / "samples.jsonl",
+                       [{**samples[0], "token_ids": ids, "text": text, "entropy": [0.5] * len(ids), "correct": False,
+                         "pred": "7", "truncated": False}])
+    run_repair(cfg, **QUIET)
+    [rec] = list(read_jsonl(tmp_path / "run" / "repairs.jsonl"))
+    info = rec["locator_info"]
+    assert rec["locator"] == locator and info["locator"] == locator
+    cost, bp = info["cost"], rec["breakpoint"]
+    assert bp["n_steps"] == 4 and bp["mode"] == locator
+    if locator == "rollout":  # one rollout per step boundary; a random model never reaches 5
+        assert cost["generated"] > 0 and cost["forced"] == 0 and info["scores"] == [0.0] * 4
+        assert bp["restart"]  # nothing ever succeeds: the earliest boundary
+    elif locator == "judge":
+        assert cost["forced"] > len(ids) and cost["generated"] == 0 and len(info["scores"]) == 4
+    else:
+        assert cost == {"generated": 0, "forced": 0}
+    if locator == "first_error":  # "5 + 1 = 7" is step 1: the prefix keeps step 0
+        assert bp["step"] == 1 and bp["kept_steps"] == 1 and info["fallback"] is None
+    s = summarize_repairs(tmp_path / "run")
+    assert s["teacher_tokens_with_locator"] == s["teacher_tokens"] + cost["generated"] + cost["forced"]
