@@ -3,11 +3,18 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# llama.cpp is built portably: GGML_NATIVE=OFF compiles ggml for x86-64 with AVX2/FMA/F16C, which every
-# machine here has. A native build (pip's default) enables whatever the build machine has, AMX included,
-# and GCC 12 miscompiles ggml's AMX kernels (SIGSEGV at the first multi-token decode, llama.cpp #20824).
-# benchmarks/llamacpp_build.py measures the portable build against the native one.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+# llama.cpp is built for this machine's CPU without GGML_NATIVE: GGML_NATIVE=OFF compiles ggml for
+# x86-64 with AVX2/FMA/F16C, and the AVX-512 kernels this CPU can run are switched on one by one from
+# /proc/cpuinfo. AMX never is: pip's default (GGML_NATIVE=ON) enables it on CPUs that have it, and
+# GCC 12 miscompiles ggml's AMX kernels (SIGSEGV at the first multi-token decode, llama.cpp #20824;
+# -DGGML_AMX_*=OFF is ignored while native is on). A machine without AVX-512 gets the plain AVX2
+# build; `make LLAMA_SIMD=` forces it anywhere. benchmarks/llamacpp_build.py measures the builds.
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) 
+LLAMA_SIMD ?= $(if $(findstring  avx512f , $(CPU_FLAGS)),-DGGML_AVX512=ON) \
+  $(if $(findstring  avx512vbmi , $(CPU_FLAGS)),-DGGML_AVX512_VBMI=ON) \
+  $(if $(findstring  avx512_vnni , $(CPU_FLAGS)),-DGGML_AVX512_VNNI=ON) \
+  $(if $(findstring  avx512_bf16 , $(CPU_FLAGS)),-DGGML_AVX512_BF16=ON)
+LLAMA_CMAKE_ARGS ?= $(strip -DGGML_NATIVE=OFF $(LLAMA_SIMD) -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF)
 LLAMA_VERSION := 0.3.36
 # The stamp holds the flags the installed llama.cpp was built with; other flags force a rebuild.
 LLAMA_STAMP := $(VENV)/.llama-cpp-build

@@ -137,9 +137,9 @@ class _Engine:
 def test_a_prompt_longer_than_the_context_is_an_error_before_generation():
     with pytest.raises(ContextError, match="longest: p1, 9000 tokens"):
         check_prompts_fit(_Engine(8192), [("p0", [1] * 100), ("p1", [1] * 9000)], 256)
-    notes = []
-    check_prompts_fit(_Engine(8192), [("p0", [1] * 8000)], 384, log=notes.append)
-    assert "1 prompt(s) leave less than max_new_tokens" in notes[0]
+    with pytest.raises(ContextError, match="raise the context to at least 8384"):  # a 32k-style trace cut short
+        check_prompts_fit(_Engine(8192), [("p0", [1] * 8000)], 384)
+    check_prompts_fit(_Engine(8192), [("p0", [1] * 7808)], 384)  # exactly fits
     check_prompts_fit(_Engine(None), [("p0", [1] * 10**6)], 384)  # a server that does not say: unchecked
 
 

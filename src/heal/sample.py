@@ -176,7 +176,7 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
     echo_config(cfg, run_dir)
     with engine_for(cfg.teacher, engine) as engine:
         rows = _prepare_problems(cfg, run_dir, engine.tokenizer, problems, log)
-        check_prompts_fit(engine, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens, log)
+        check_prompts_fit(engine, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens)
         store = JsonlStore(run_dir / "samples.jsonl")
         todo = todo_items(cfg, rows, store)
         if len(store):

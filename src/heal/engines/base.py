@@ -81,21 +81,23 @@ class ContextError(ValueError):
 
 
 def check_prompts_fit(engine, prompts: Sequence[tuple[str, Sequence[int]]], max_new_tokens: int, log=print) -> None:
-    """Before generating: every (name, prompt ids) must leave room for at least one new token in the
-    engine's context window. A prompt that does not fit would come back as an empty completion,
-    scored wrong, and its problem would land in the corner tier without a word."""
+    """Before generating: every (name, prompt ids) plus max_new_tokens must fit the engine's context
+    window. A prompt that does not fit would come back as an empty completion scored wrong (its
+    problem landing in the corner tier without a word); a trace the context cuts short of
+    max_new_tokens would be truncated by the window, not by the setting. Both are one error up front,
+    naming the numbers to change."""
     ctx = getattr(engine, "context_length", None)
-    if not ctx:
+    if not ctx or not prompts:
         return
-    too_long = [(name, len(ids)) for name, ids in prompts if len(ids) >= ctx]
-    if too_long:
-        name, n = max(too_long, key=lambda x: x[1])
-        raise ContextError(f"{len(too_long)} prompt(s) do not fit the model's context of {ctx} tokens (longest: "
-                           f"{name}, {n} tokens); raise the context (n_ctx / max_model_len) or drop those problems")
-    tight = sum(1 for _, ids in prompts if len(ids) + max_new_tokens > ctx)
-    if tight:
-        log(f"note: {tight} prompt(s) leave less than max_new_tokens={max_new_tokens} of the {ctx}-token context; "
-            f"their completions stop early and count as truncated")
+    name, longest = max(((n, len(ids)) for n, ids in prompts), key=lambda x: x[1])
+    if longest >= ctx:
+        n = sum(1 for _, ids in prompts if len(ids) >= ctx)
+        raise ContextError(f"{n} prompt(s) do not fit the model's context of {ctx} tokens (longest: "
+                           f"{name}, {longest} tokens); raise the context (n_ctx / max_model_len) or drop those problems")
+    if longest + max_new_tokens > ctx:
+        raise ContextError(f"the longest prompt ({name}, {longest} tokens) + sampling.max_new_tokens={max_new_tokens} "
+                           f"exceed the model's context of {ctx} tokens: traces would be cut by the window; raise the "
+                           f"context to at least {longest + max_new_tokens} (n_ctx / max_model_len) or lower max_new_tokens")
 
 
 def entropy_from_logits(logits: np.ndarray) -> np.ndarray:
