@@ -227,6 +227,41 @@ def rates(decided) -> dict:
     return out
 
 
+def relabel_yields(tok, problems, samples) -> dict:
+    """The GEAR probe's yields (docs/method.md, GEAR) under the current step checker: derivation-
+    verified answer-correct samples before and after, per repair setting and baseline."""
+    out = {}
+    for d in sorted((PROBE / "gear").iterdir()):
+        recs = [r for r in read_jsonl(d / "repairs.jsonl") if not r.get("duplicate")]
+        out[d.name] = {"answer_correct": sum(bool(r["correct"]) for r in recs),
+                       "verified_first_checker": sum(r["derivation_ok"] for r in recs),
+                       "verified": sum(relabel(r, problems[r["problem_id"]], samples.get(r["source_key"]), tok)
+                                       for r in recs if r["correct"]),
+                       # Every corner problem for first_third_steps-b0, the first 20 for the others.
+                       "problems": len({r["problem_id"] for r in recs}),
+                       "teacher_tokens": sum(r["n_tokens"] for r in read_jsonl(d / "repairs.jsonl"))}
+    g = list(read_jsonl(PROBE / "guided.jsonl"))
+    out["guided"] = {"answer_correct": sum(bool(r["correct"]) for r in g),
+                     "verified_first_checker": sum(r["derivation_ok"] for r in g),
+                     "verified": sum(relabel(r, problems[r["problem_id"]], None, tok) for r in g if r["correct"])}
+    out["guided"]["teacher_tokens"] = sum(r["n_tokens"] for r in g)
+    plain = list(read_jsonl(PROBE / "baseline-plain" / "samples" / "samples.jsonl"))
+    stop = stop_ids(tok)
+    ver = 0
+    for r in plain:
+        if r["correct"]:
+            ids, _ = strip_stop(r["token_ids"], None, stop)
+            pieces = token_pieces(tok, ids)
+            prob = problems[r["problem_id"]]
+            ver += check_steps(step_texts(pieces, step_spans_from_pieces(pieces)), prob["answer"], prob["question"]).ok
+    out["plain"] = {"answer_correct": sum(bool(r["correct"]) for r in plain), "verified": ver,
+                    "teacher_tokens": sum(r["n_tokens"] for r in plain)}
+    for v in out.values():
+        if v.get("teacher_tokens") and v["verified"]:
+            v["tokens_per_verified"] = round(v["teacher_tokens"] / v["verified"], 1)
+    return out
+
+
 def stage_analyze():
     tok = tokenizer()
     problems, by_problem, _ = load_stage0(PROBE)
@@ -334,6 +369,7 @@ def stage_analyze():
                              "p_bootstrap": round(float(min(1.0, 2 * min(np.mean(np.asarray(bs) <= 0),
                                                                           np.mean(np.asarray(bs) >= 0)))), 4)}
         out[f"out_of_sample_{best}_minus_rho_step"] = paired
+    out["repair_yield_relabelled"] = relabel_yields(tok, problems, samples)
     atomic_write_text(OUT, json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("candidates", "genuine", "fabricated", "best_by_auroc", "auroc")}, indent=1))
     for s in SCORES:
