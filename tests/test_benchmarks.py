@@ -67,7 +67,7 @@ def test_gsm8k_gold_is_after_the_hashes(tmp_path):
             "answer": ["3 + 1231 = <<3+1231=1234>>1234\n#### 1,234", "10 / 2 = 5\n#### 5"]}
     DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "gsm8k"))
     a, b = load_problems(f"gsm8k:{tmp_path / 'gsm8k'}", split="test")
-    assert (a.id, a.answer, b.answer) == ("gsm8k-0", "1234", "5")  # "1,234" would read as a pair
+    assert (a.id, a.answer, b.answer) == ("gsm8k-0", "1234", "5")  # "#### 1,234": the separator removed
     assert a.meta["solution"] == rows["answer"][0]  # the worked solution is kept
     bad = jsonl(tmp_path / "g.jsonl", [{"question": "q", "answer": "5"}])
     with pytest.raises(ProblemError, match=r"g\.jsonl:1: field 'answer' has no '#### <final answer>'"):

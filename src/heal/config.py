@@ -83,7 +83,8 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    # A file (.jsonl/.json/.parquet), a saved HF dataset folder, `reasoning_gym:<task>`, or `champ`.
+    # A file (.jsonl/.json/.csv/.parquet), a saved HF dataset folder, `reasoning_gym:<task>`, `champ`, or a
+    # benchmark preset `<preset>:<file or folder>` (math500, aime, amc, gsm8k, gpqa: heal.problems.PRESETS).
     source: str = "reasoning_gym:chain_sum"
     size: int | None = Field(None, gt=0)  # how many to generate (reasoning_gym; default 100) or the first N of a file (None: all)
     seed: int = 0

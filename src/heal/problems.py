@@ -348,7 +348,8 @@ _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 def _gsm8k_answer(text: str, where: str) -> str:
     """GSM8K's `answer` is the worked solution and then `#### <number>`: the gold is what follows the
-    last `####`, thousands separators removed ("1,000" is a number here, not a pair)."""
+    last `####`, thousands separators removed so that the gold has one spelling (math-verify reads
+    "1,234" as 1234, but a bare "1,2" as a set)."""
     if "####" not in text:
         raise ProblemError(f"{where}: field 'answer' has no '#### <final answer>' (the gsm8k preset reads the "
                            f"gold after '####')")
