@@ -245,3 +245,19 @@ def test_held_out_benchmark_preset_is_decontaminated_and_reported(tmp_path):
     assert (c["benchmark"], c["dropped"], c["by_ngram"]["8"]["contaminated"], c["by_ngram"]["32"]["contaminated"]) == (
         "math500", 2, 2, 1)
     assert "math500: 3 held-out problems (8-gram overlap: 2, 32-gram overlap: 1), 2 dropped" in logs[-1]
+
+
+def test_majority_vote_on_choice_problems_counts_letters(tmp_path):
+    from heal.config import load_config
+    from heal.evaluate import summarize_eval
+    from heal.store import atomic_write_jsonl
+
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 3, "eval.greedy": False})
+    meta = {"answer_kind": "choice", "choices": {"A": "41", "B": "42", "C": "43", "D": "67"}}
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", [{"id": "g", "question": "q", "answer": "B", "meta": meta}])
+    # "(A)" and "A" name one option: A wins 2-1. As strings the three would tie and "B", given first, would win.
+    recs = [{"key": f"m@base/g/{j}", "model": "m", "tag": "base", "problem_id": "g", "sample": j, "pred": pred,
+             "correct": pred == "B", "truncated": False, "n_tokens": 5, "derivation_ok": False, "text": ""}
+            for j, pred in enumerate(["B", "(A)", "A"])]
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
+    assert summarize_eval(cfg)["models"]["m"]["maj@k"]["mean"] == 0.0

@@ -31,7 +31,7 @@ from heal.rundir import RunMismatch, writes_run
 from heal.sample import stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
-from heal.verify import Verifier, check_gold
+from heal.verify import Verifier, check_gold, choice_letter
 
 
 def pass_at_1(correct_by_problem: dict[str, list[bool | None]]) -> dict:
@@ -327,10 +327,11 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     bar.close()
 
 
-def reasoning_metrics(sampled: list[dict]) -> dict:
+def reasoning_metrics(sampled: list[dict], choice_ids: frozenset[str] = frozenset()) -> dict:
     """The metrics reasoning-model papers report, over one model's sampled answers (eval records, no
     greedy one): avg@n, maj@k with k = n, the unbiased pass@k for k = 1, 2, 4, ..., n, the mean answer
-    length in tokens and the share of answers cut off by max_new_tokens."""
+    length in tokens and the share of answers cut off by max_new_tokens. On the multiple-choice
+    problems (`choice_ids`) votes go to the option letter an answer names ("(A)" and "A" are one vote)."""
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for r in sorted(sampled, key=lambda r: r["sample"]):  # sample order: maj@k's tie-break
         by_problem[r["problem_id"]].append(r)
@@ -339,11 +340,17 @@ def reasoning_metrics(sampled: list[dict]) -> dict:
     lengths = [r["n_tokens"] for r in sampled if r.get("n_tokens") is not None]
     return {
         "avg@n": avg_at_n(correct),
-        "maj@k": maj_at_k({p: [(r.get("pred"), r["correct"]) for r in rs] for p, rs in by_problem.items()}),
+        "maj@k": maj_at_k({p: [(_vote(r.get("pred"), p in choice_ids), r["correct"]) for r in rs]
+                           for p, rs in by_problem.items()}),
         "pass@k": {str(k): pass_at_k(correct, k) for k in pass_at_k_ks(n)} if n else {},
         "mean_tokens": float(np.mean(lengths)) if lengths else None,
         "truncation_rate_sampled": float(np.mean([bool(r["truncated"]) for r in sampled])) if sampled else None,
     }
+
+
+def _vote(pred: str | None, choice: bool) -> str | None:
+    """What an answer votes for: its option letter on a multiple-choice problem (when it names one)."""
+    return (choice_letter(pred) or pred) if choice and pred is not None else pred
 
 
 def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
@@ -352,7 +359,9 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
     Every model is paired with each baseline that was evaluated: SFT-RS (does HEAL's data help?) and
     HEAL (what does each ablation's missing piece cost?)."""
     run_dir = Path(cfg.output_dir)
-    current = {p["id"] for p in read_jsonl(run_dir / "eval" / "problems.jsonl")}
+    held_out = list(read_jsonl(run_dir / "eval" / "problems.jsonl"))
+    current = {p["id"] for p in held_out}
+    choice_ids = frozenset(p["id"] for p in held_out if (p.get("meta") or {}).get("answer_kind") == "choice")
     recs = [r for r in read_store(run_dir / "eval" / "evals.jsonl")
             if r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < cfg.eval.n_samples)
             and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])]
@@ -390,7 +399,7 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
         m["equations"] = len(eqs)
         m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
         m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None  # greedy included
-        m.update(reasoning_metrics(texts))
+        m.update(reasoning_metrics(texts, choice_ids))
         out["models"][name] = m
     for baseline in [b for b in baselines if b in sampled_by_model]:  # paired over problems
         base = sampled_by_model[baseline]
