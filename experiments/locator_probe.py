@@ -61,16 +61,19 @@ def stage_run():
     from heal.engines import make_engine
 
     engine = make_engine(cfg().teacher)
+    pids = corner_problems()
+    # The four cheap locators on every problem first, then rollout (about 4x their teacher tokens):
+    # on 1 CPU thread a partial run then compares the four on many problems, rollout on fewer.
+    order = [(pid, loc) for pid in pids for loc in LOCATORS if loc != "rollout"] + [(pid, "rollout") for pid in pids]
     try:
-        for i, pid in enumerate(corner_problems()):
-            for loc in LOCATORS:
-                d = run_dir(loc)
-                link_stage0(d)
-                t0 = time.time()
-                s = run_repair(cfg(**{"output_dir": str(d), "gear.locator": loc}), engine=engine, progress=False,
-                               problem_ids=[pid], log=lambda *a: None)
-                print(f"{time.strftime('%H:%M:%S')} problem {i + 1} {pid} {loc}: {time.time() - t0:.0f}s, "
-                      f"{s['continuations']} continuations so far", flush=True)
+        for pid, loc in order:
+            d = run_dir(loc)
+            link_stage0(d)
+            t0 = time.time()
+            s = run_repair(cfg(**{"output_dir": str(d), "gear.locator": loc}), engine=engine, progress=False,
+                           problem_ids=[pid], log=lambda *a: None)
+            print(f"{time.strftime('%H:%M:%S')} problem {pids.index(pid) + 1} {pid} {loc}: {time.time() - t0:.0f}s, "
+                  f"{s['continuations']} continuations so far", flush=True)
     finally:
         engine.close()
 
@@ -149,8 +152,46 @@ def per_kilotoken(rows, pids, key="verified", tokens="all_tokens") -> float:
 
 def boot_ci(fn, pids, rng) -> list[float]:
     """95% percentile interval of fn(resampled problems), problems resampled with replacement."""
-    vals = [fn(list(rng.choice(pids, size=len(pids), replace=True))) for _ in range(BOOT)]
-    return [round(float(np.nanpercentile(vals, 2.5)), 3), round(float(np.nanpercentile(vals, 97.5)), 3)]
+    vals = np.asarray([fn(list(rng.choice(pids, size=len(pids), replace=True))) for _ in range(BOOT)], float)
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return [None, None]
+    return [round(float(np.percentile(vals, 2.5)), 3), round(float(np.percentile(vals, 97.5)), 3)]
+
+
+def table_for(names: list[str], pids: list[str], rows: dict, rng) -> dict:
+    """Totals, rates and bootstrap intervals of `names` over the problems `pids`; the ratio of each
+    one's verified repairs per token to the entropy locator's, paired over the same problems."""
+    table = {}
+    for name in names:
+        r = rows[name]
+        t = totals(r, pids)
+        entry = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in t.items()}
+        entry["verified_per_1k_tokens"] = round(per_kilotoken(r, pids), 3) if pids else None
+        entry["verified_per_1k_tokens_ci95"] = boot_ci(lambda ps: per_kilotoken(r, ps), pids, rng) if pids else None
+        entry["answer_correct_per_1k_tokens"] = round(per_kilotoken(r, pids, "correct"), 3) if pids else None
+        entry["tokens_per_verified"] = round(t["all_tokens"] / t["verified"], 1) if t["verified"] else None
+        if name in LOCATORS:
+            entry["clean_cut_share"] = round(t["clean_cut"] / t["checkable"], 3) if t["checkable"] else None
+            entry["restart_share"] = round(t["restarts"] / t["sources"], 3) if t["sources"] else None
+            entry["mean_steps_kept"] = round(t["kept_steps"] / t["sources"], 3) if t["sources"] else None
+        if name != "entropy" and pids:
+            def ratio(ps, r=r):
+                base = per_kilotoken(rows["entropy"], ps)
+                return per_kilotoken(r, ps) / base if base else float("nan")
+            def diff(ps, r=r):
+                return per_kilotoken(r, ps) - per_kilotoken(rows["entropy"], ps)
+            # The ratio (the issue's target: 2x) is undefined while entropy has no verified repair;
+            # the difference always is. Bootstrap intervals of both, and the difference's p-value.
+            entry["ratio_to_entropy"] = None if ratio(pids) != ratio(pids) else round(ratio(pids), 3)
+            entry["ratio_to_entropy_ci95"] = boot_ci(ratio, pids, rng)
+            entry["diff_vs_entropy_per_1k"] = round(diff(pids), 3)
+            ds = np.asarray([diff(list(rng.choice(pids, size=len(pids), replace=True))) for _ in range(BOOT)], float)
+            ds = ds[~np.isnan(ds)]
+            entry["diff_vs_entropy_ci95"] = [round(float(np.percentile(ds, 2.5)), 3), round(float(np.percentile(ds, 97.5)), 3)] if len(ds) else [None, None]
+            entry["diff_vs_entropy_p_bootstrap"] = round(float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean()))), 4) if len(ds) else None
+        table[name] = entry
+    return table
 
 
 def stage_report():
@@ -162,46 +203,34 @@ def stage_report():
     samples_by_key = {s["key"]: s for v in by_problem.values() for s in v}
     recs = {loc: list(read_jsonl(run_dir(loc) / "repairs.jsonl")) if (run_dir(loc) / "repairs.jsonl").exists() else []
             for loc in LOCATORS}
-    # Paired comparison: only the problems every locator has finished (all M sources written).
+    # Paired comparisons: only problems finished (all M sources written) by every locator compared.
     m = cfg().gear.max_trajectories
     done = {loc: {pid for pid in {r["problem_id"] for r in rs}
                   if len({r["source_key"] for r in rs if r["problem_id"] == pid}) >= min(m, _n_failed(by_problem[pid], m))}
             for loc, rs in recs.items()}
-    pids = [p for p in corner_problems() if all(p in done[loc] for loc in LOCATORS)]
+    cheap = [loc for loc in LOCATORS if loc != "rollout"]
+    main_pids = [p for p in corner_problems() if all(p in done[loc] for loc in cheap)]
+    roll_pids = [p for p in corner_problems() if p in done["rollout"] and p in done["entropy"]]
     tok = AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
     used = {r["source_key"] for rs in recs.values() for r in rs}
     first_false = source_first_false(tok, problems, {k: samples_by_key[k] for k in used})
     rows = {loc: per_problem(rs, first_false) for loc, rs in recs.items()}
-    guided = [r for r in read_jsonl(STAGE0 / "guided.jsonl") if r["problem_id"] in pids]
-    plain = [r for r in read_jsonl(STAGE0 / "baseline-plain" / "samples" / "samples.jsonl") if r["problem_id"] in pids]
+    corner = set(corner_problems())
+    guided = [r for r in read_jsonl(STAGE0 / "guided.jsonl") if r["problem_id"] in corner]
+    plain = [r for r in read_jsonl(STAGE0 / "baseline-plain" / "samples" / "samples.jsonl") if r["problem_id"] in corner]
     rows["guided restarts"] = baseline_per_problem(guided, problems)
     rows["plain sampling"] = baseline_per_problem(plain, problems)
     rng = np.random.default_rng(0)
-    table = {}
-    for name, r in rows.items():
-        t = totals(r, pids)
-        entry = {k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in t.items()}
-        entry["verified_per_1k_tokens"] = round(per_kilotoken(r, pids), 3) if pids else None
-        entry["verified_per_1k_tokens_ci95"] = boot_ci(lambda ps: per_kilotoken(r, ps), pids, rng) if pids else None
-        entry["tokens_per_verified"] = round(t["all_tokens"] / t["verified"], 1) if t["verified"] else None
-        if name in LOCATORS:
-            entry["clean_cut_share"] = round(t["clean_cut"] / t["checkable"], 3) if t["checkable"] else None
-            entry["restart_share"] = round(t["restarts"] / t["sources"], 3) if t["sources"] else None
-            entry["mean_steps_kept"] = round(t["kept_steps"] / t["sources"], 3) if t["sources"] else None
-        if name != "entropy" and pids:  # paired over problems: ratio to the paper's locator
-            def ratio(ps, r=r):
-                base = per_kilotoken(rows["entropy"], ps)
-                return per_kilotoken(r, ps) / base if base else float("nan")
-            entry["ratio_to_entropy"] = round(ratio(pids), 3)
-            entry["ratio_to_entropy_ci95"] = boot_ci(ratio, pids, rng)
-        table[name] = entry
     out = {"config": str(CONFIG.relative_to(ROOT)), "command": "python experiments/locator_probe.py report",
-           "corner_problems": len(corner_problems()), "problems_compared": len(pids),
-           "partial": len(pids) < len(corner_problems()),
-           "problems_done_per_locator": {loc: len(done[loc]) for loc in LOCATORS},
+           "corner_problems": len(corner), "problems_done_per_locator": {loc: len(done[loc]) for loc in LOCATORS},
+           "partial": any(len(done[loc]) < len(corner) for loc in LOCATORS),
            "tokens_note": "all_tokens = continuation tokens + the locator's generated and teacher-forced tokens; "
-                          "baselines: their samples' tokens",
-           "table": table}
+                          "baselines (from the GEAR probe, same problems): their samples' tokens",
+           "tables": {
+               "main": {"locators": cheap, "problems": len(main_pids),
+                        "rows": table_for(cheap + ["guided restarts", "plain sampling"], main_pids, rows, rng)},
+               "rollout": {"locators": ["entropy", "rollout"], "problems": len(roll_pids),
+                           "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}}}
     res = ROOT / "docs" / "results"
     atomic_write_text(res / "locator-probe.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(res / "locator-probe.md", markdown(out))
@@ -215,25 +244,33 @@ def _n_failed(samples, m):
 
 def markdown(out: dict) -> str:
     lines = [f"# Breakpoint locators on the real teacher (`{out['command']}`)", "",
-             (f"**Partial:** {out['problems_compared']} of {out['corner_problems']} corner problems finished by every "
-              f"locator (per locator: {out['problems_done_per_locator']})." if out["partial"] else
-              f"All {out['corner_problems']} corner problems."),
-             "Qwen2.5-Coder-1.5B (GGUF, llama.cpp), M = 2 failed trajectories per problem, N = 2 continuations, "
-             "the same seeds for every locator. Teacher tokens include the locator's own cost "
-             "(generated + teacher-forced). 95% intervals: bootstrap over problems.", "",
-             "| source | continuations | answer-correct | verified | problems answer / verified | teacher tokens "
-             "(locator: gen / forced) | verified per 1k tokens [95% CI] | vs entropy [95% CI] | cuts keeping only "
-             "correct steps | restarts |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, e in out["table"].items():
-        ratio = f"{e['ratio_to_entropy']} [{e['ratio_to_entropy_ci95'][0]}, {e['ratio_to_entropy_ci95'][1]}]" \
-            if e.get("ratio_to_entropy") is not None else "-"
-        ci = e["verified_per_1k_tokens_ci95"] or [None, None]
-        lines.append(f"| {name} | {e['continuations']} | {e['correct']} | {e['verified']} | "
-                     f"{e['problems_correct']} / {e['problems_verified']} | {e['all_tokens']:,} "
-                     f"({e['loc_generated']:,} / {e['loc_forced']:,}) | {e['verified_per_1k_tokens']} [{ci[0]}, {ci[1]}] | "
-                     f"{ratio} | {e.get('clean_cut_share', '-')} | {e.get('restart_share', '-')} |")
-    return "\n".join(lines) + "\n"
+             "Qwen2.5-Coder-1.5B (GGUF, llama.cpp, one thread), the GEAR probe's corner problems, M = 2 failed "
+             "trajectories per problem, N = 2 continuations, the same seeds for every locator; entropy and random "
+             "in the paper's window (first_third_tokens, back-up 1). Teacher tokens include the locator's own cost "
+             "(generated + teacher-forced). Verified = answer-correct and the step checker accepts the whole "
+             "training completion. 95% intervals: bootstrap over problems. Baselines: the GEAR probe's "
+             "answer-guided restarts and extra plain samples of the same problems.", ""]
+    if out["partial"]:
+        lines += [f"**Partial run:** problems finished per locator {out['problems_done_per_locator']} of "
+                  f"{out['corner_problems']}; each table compares only the problems all its rows finished.", ""]
+    for key, title in (("main", "entropy, random, first_error, judge"), ("rollout", "rollout against entropy")):
+        tab = out["tables"][key]
+        lines += [f"## {title} ({tab['problems']} problems)", "",
+                  "| source | continuations | answer-correct | verified | problems answer / verified | teacher tokens "
+                  "(locator gen / forced) | verified per 1k tokens [95% CI] | minus entropy [95% CI]; ratio [95% CI] | cuts "
+                  "keeping only correct steps | restarts |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, e in tab["rows"].items():
+            ratio = (f"{e['diff_vs_entropy_per_1k']:+} [{e['diff_vs_entropy_ci95'][0]}, {e['diff_vs_entropy_ci95'][1]}]; "
+                     f"x{e['ratio_to_entropy']} [{e['ratio_to_entropy_ci95'][0]}, {e['ratio_to_entropy_ci95'][1]}]") \
+                if "diff_vs_entropy_per_1k" in e else "-"
+            ci = e["verified_per_1k_tokens_ci95"] or [None, None]
+            lines.append(f"| {name} | {e['continuations']} | {e['correct']} | {e['verified']} | "
+                         f"{e['problems_correct']} / {e['problems_verified']} | {e['all_tokens']:,} "
+                         f"({e['loc_generated']:,} / {e['loc_forced']:,}) | {e['verified_per_1k_tokens']} "
+                         f"[{ci[0]}, {ci[1]}] | {ratio} | {e.get('clean_cut_share', '-')} | {e.get('restart_share', '-')} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(out: dict, path: Path):
@@ -242,17 +279,17 @@ def plot(out: dict, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(out["table"])
-    vals = [out["table"][n]["verified_per_1k_tokens"] or 0 for n in names]
-    cis = [out["table"][n]["verified_per_1k_tokens_ci95"] or [0, 0] for n in names]
-    err = np.array([[v - lo for v, (lo, _) in zip(vals, cis)], [hi - v for v, (_, hi) in zip(vals, cis)]])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(names, vals, yerr=np.clip(err, 0, None), capsize=4,
-           color=["C0" if n in LOCATORS else "C7" for n in names])
-    ax.set_ylabel("derivation-verified repairs per 1k teacher tokens")
-    ax.set_title(f"Locators, {out['problems_compared']} corner problems"
-                 + (" (partial)" if out["partial"] else "") + "; 95% bootstrap CI")
-    plt.setp(ax.get_xticklabels(), rotation=20)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    for ax, key in zip(axes, ("main", "rollout")):
+        tab = out["tables"][key]
+        names = list(tab["rows"])
+        vals = [tab["rows"][n]["verified_per_1k_tokens"] or 0 for n in names]
+        cis = [tab["rows"][n]["verified_per_1k_tokens_ci95"] or [0, 0] for n in names]
+        err = np.array([[v - lo for v, (lo, _) in zip(vals, cis)], [hi - v for v, (_, hi) in zip(vals, cis)]])
+        ax.bar(names, vals, yerr=np.clip(err, 0, None), capsize=4, color=["C0" if n in LOCATORS else "C7" for n in names])
+        ax.set_title(f"{tab['problems']} problems" + (" (partial run)" if out["partial"] else ""))
+        plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    axes[0].set_ylabel("verified repairs per 1k teacher tokens\n(locator cost included; 95% bootstrap CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
