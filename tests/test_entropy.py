@@ -90,3 +90,54 @@ def test_topk_entropy_bounds_the_exact_value():
         assert exact <= est + tail * math.log(vocab - k) + 1e-9
     assert topk_entropy(np.log([0.5, 0.5])) == pytest.approx(math.log(2))
     assert topk_entropy([0.0]) == pytest.approx(0.0)
+
+
+def _prefix_pieces(tokenizer, ids):
+    """The definition token_pieces implements: decode every prefix (quadratic; the reference)."""
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
+        if text.endswith("\ufffd"):
+            pieces.append("")
+            continue
+        pieces.append(text[len(prev):])
+        prev = text
+    return pieces
+
+
+def _old_step_spans(pieces, sep="\n\n"):
+    """The previous (quadratic) step splitter, kept as the reference for the one-pass version."""
+    spans, start, text = [], 0, ""
+    for i, piece in enumerate(pieces):
+        text += piece
+        if sep in text and text.strip():
+            spans.append((start, i + 1))
+            start, text = i + 1, ""
+        elif spans and not text.strip() and sep in text:
+            spans[-1] = (spans[-1][0], i + 1)
+            start, text = i + 1, ""
+    if start < len(pieces):
+        if text.strip() or not spans:
+            spans.append((start, len(pieces)))
+        else:
+            spans[-1] = (spans[-1][0], len(pieces))
+    return spans
+
+
+def test_linear_pieces_and_steps_equal_their_definitions(smollm2):
+    import random
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2.hf)
+    rng = random.Random(0)
+    words = ["Step", " 1:", " 361", " -", " 220", " =", " 141.", "\n", "\n\n", " ", "Ünï", "数学", "😀", "\\boxed{",
+             "}", "  ", "\n\n\n", "Wait,", " let", " me", " re-check", "<|im_end|>"]
+    for _ in range(60):
+        text = "".join(rng.choice(words) for _ in range(rng.randint(1, 80)))
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        pieces = token_pieces(tok, ids)
+        assert pieces == _prefix_pieces(tok, ids)
+        assert step_spans_from_pieces(pieces) == _old_step_spans(pieces)
+        chars = list(text)  # one character per piece: separators split across pieces
+        assert step_spans_from_pieces(chars) == _old_step_spans(chars)

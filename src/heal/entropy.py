@@ -15,17 +15,22 @@ import numpy as np
 WINDOWS = ("first_third_tokens", "first_third_steps", "all")
 
 
-def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
-    """The text each token contributes (decoding incrementally, so multi-byte characters that
-    straddle tokens land on the token that completes them)."""
-    pieces, prev = [], ""
+def token_pieces(tokenizer, token_ids: Sequence[int], window: int = 8) -> list[str]:
+    """The text each token contributes, in linear time: each token is decoded with `window` tokens
+    of left context (never the whole prefix: an 8k-token trace would cost 8k decodes of ~4k tokens).
+    A multi-byte character that straddles tokens lands on the token that completes it (the tokens
+    before it get ""). Equal to decoding every prefix (tests/test_entropy.py checks it on real
+    tokenizers)."""
+    pieces, start = [], 0  # start: the first token whose text is not out yet
     for i in range(len(token_ids)):
-        text = tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+        lo = max(0, start - window)
+        after = tokenizer.decode(list(token_ids[lo : i + 1]), skip_special_tokens=False)
+        if after.endswith("\ufffd"):  # an incomplete character: a later token completes it
             pieces.append("")
             continue
-        pieces.append(text[len(prev):])
-        prev = text
+        before = tokenizer.decode(list(token_ids[lo:start]), skip_special_tokens=False) if start > lo else ""
+        pieces.append(after[len(before):])
+        start = i + 1
     return pieces
 
 
@@ -34,17 +39,21 @@ def step_spans_from_pieces(pieces: Sequence[str], sep: str = "\n\n") -> list[tup
     a `sep` (the separator stays with the step it ends); spans are [start, end) token positions.
     Whitespace-only steps are merged into the step before them."""
     spans: list[tuple[int, int]] = []
-    start, text = 0, ""
+    # One pass: the step's text is not kept, only whether it holds a separator (seen across piece
+    # boundaries through the last len(sep) - 1 characters) and any non-blank character.
+    start, tail, has_sep, content = 0, "", False, False
     for i, piece in enumerate(pieces):
-        text += piece
-        if sep in text and text.strip():
+        has_sep = has_sep or sep in tail + piece
+        tail = (tail + piece)[-(len(sep) - 1):] if len(sep) > 1 else ""
+        content = content or bool(piece.strip())
+        if has_sep and content:
             spans.append((start, i + 1))
-            start, text = i + 1, ""
-        elif spans and not text.strip() and sep in text:  # more blank lines: they end the previous step
+            start, tail, has_sep, content = i + 1, "", False, False
+        elif spans and has_sep:  # more blank lines: they end the previous step
             spans[-1] = (spans[-1][0], i + 1)
-            start, text = i + 1, ""
+            start, tail, has_sep, content = i + 1, "", False, False
     if start < len(pieces):
-        if text.strip() or not spans:
+        if content or not spans:
             spans.append((start, len(pieces)))
         else:
             spans[-1] = (spans[-1][0], len(pieces))

@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from heal.entropy import token_pieces
 from heal.store import StoreError, atomic_write_text, read_jsonl
 
 # What each artifact is and which command writes it: a missing one is named on the page with this.
@@ -43,22 +44,8 @@ DATA_SETS = ("D1", "D2", "D3", "D2raw", "D3raw", "ALL")
 
 # ---------------------------------------------------------------- text: pieces and steps (linear)
 
-def token_pieces_linear(tokenizer, token_ids: Sequence[int], window: int = 8) -> list[str]:
-    """The text each token contributes, as `entropy.token_pieces` defines it, in linear time: each
-    token is decoded with `window` tokens of left context instead of the whole prefix. A multi-byte
-    character split over tokens lands on the token that completes it (the tokens before get "")."""
-    pieces, start = [], 0  # start: the first token whose text is not out yet
-    for i in range(len(token_ids)):
-        lo = max(0, start - window)
-        after = tokenizer.decode(list(token_ids[lo : i + 1]), skip_special_tokens=False)
-        if after.endswith("\ufffd"):  # incomplete character: a later token completes it
-            pieces.append("")
-            continue
-        before = tokenizer.decode(list(token_ids[lo:start]), skip_special_tokens=False)
-        pieces.append(after[len(before):])
-        start = i + 1
-    # The pending tokens' "" already stand for an incomplete tail, as in entropy.token_pieces.
-    return pieces
+# The linear piece decoder lives in heal.entropy (every stage shares it); the name stays for callers.
+token_pieces_linear = token_pieces
 
 
 def text_steps(text: str) -> list[tuple[int, int]]:
