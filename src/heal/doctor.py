@@ -37,7 +37,7 @@ def cpu_features() -> list[str]:
     except (OSError, StopIteration):
         return []
     have = set(flags.split(":", 1)[1].split())
-    return [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+    return [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
                         "amx_bf16") if f in have]
 
 
