@@ -263,6 +263,20 @@ class TrainConfig(_Strict):
         return self
 
 
+BENCHMARK_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # a benchmark's name is its folder, RUN/eval/<name>/
+
+
+class BenchmarkConfig(_Strict):
+    """One held-out benchmark of `eval.benchmarks` (method doc: Evaluation, several benchmarks)."""
+
+    # The benchmark's problems (no default: a benchmark without data would fall back to the training
+    # generator), e.g. {source: "math500:/data/math500/test.jsonl"}; decontaminated like eval.data. A
+    # reasoning_gym source needs a seed far from the training one (eval.data's default is 100000).
+    data: DataConfig
+    n_samples: int | None = Field(None, gt=0)  # sampled answers per problem, avg@n's n (None: eval.n_samples)
+    greedy: bool | None = None  # one greedy answer per problem as well (None: eval.greedy)
+
+
 class EvalConfig(_Strict):
     """Held-out evaluation (method doc: Evaluation)."""
 
@@ -279,6 +293,23 @@ class EvalConfig(_Strict):
     # whose rows wait for the longest answer. engine_args go to vllm.LLM (max_model_len, ...).
     engine: Literal["hf", "vllm"] = "hf"
     engine_args: dict[str, Any] = Field(default_factory=dict)
+    # Several benchmarks in one run, each with its own n (papers: AIME avg@16-64, MATH-500 avg@4,
+    # GPQA avg@8): name -> {data, n_samples, greedy}, each with its held-out set, contamination report,
+    # settings pin and records in RUN/eval/<name>/ and its summary under "benchmarks" in
+    # RUN/eval/summary.json. Empty (the default): the one set eval.data, in RUN/eval/ itself; when
+    # set, eval.data is not evaluated (list it here to keep it).
+    benchmarks: dict[str, BenchmarkConfig] = Field(default_factory=dict)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _benchmark_names(cls, value: dict[str, BenchmarkConfig]) -> dict[str, BenchmarkConfig]:
+        import re
+
+        for name in value:
+            if not re.fullmatch(BENCHMARK_NAME, name):
+                raise ValueError(f"benchmark name {name!r} is not a folder name (letters, digits, '_' and '-', "
+                                 f"starting with a letter or digit): it names RUN/eval/<name>/")
+        return value
 
 
 class VerifyConfig(_Strict):
