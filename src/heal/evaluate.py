@@ -8,8 +8,11 @@ Held-out problems are checked against the training problems with an n-gram decon
 its pass rate on each test problem gives that problem's tier.
 
 Artifacts: RUN/eval/problems.jsonl (the held-out set), RUN/eval/contamination.json,
-RUN/eval/evals.jsonl (one record per sample, key "<model name>/<problem>/<j|greedy>"),
-RUN/eval/summary.json.
+RUN/eval/settings.json (the pinned sampling, prompt and verifier), RUN/eval/evals.jsonl (one record
+per sample, key "<model name>@<weights>/<problem>/<j|greedy>"), RUN/eval/summary.json. With
+`eval.benchmarks`, each benchmark has its own problems, contamination, settings and evals in
+RUN/eval/<name>/ (problem ids of two benchmarks may collide: a store per benchmark keeps every key as
+it is), and RUN/eval/summary.json is {"benchmarks": {name: that benchmark's summary}}.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from heal import reasoning
-from heal.config import RunConfig
+from heal.config import DataConfig, RunConfig
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
 from heal.rundir import RunMismatch, writes_run
@@ -209,60 +213,98 @@ def contamination_report(test: list[dict], train: list[dict], ngram: int, df_max
             "by_ngram": by_ngram}
 
 
-def held_out_problems(cfg: RunConfig, log=print) -> list[dict]:
-    """The eval set, decontaminated against the run's training problems (contaminated ones dropped).
+@dataclass(frozen=True)
+class Benchmark:
+    """One held-out set as `heal eval` runs it: its problems' source, n, greedy, and its folder."""
 
-    Built from `eval.data` every time (cheap next to generation) and compared with the stored set:
-    the same set is reused; a changed `eval.data` replaces a set nothing was evaluated on yet and is
+    name: str | None  # None: the single `eval.data` set (no eval.benchmarks), kept in RUN/eval/ itself
+    data: DataConfig
+    n_samples: int
+    greedy: bool
+    dir: Path  # RUN/eval/ (the single set) or RUN/eval/<name>/
+
+    @property
+    def field(self) -> str:
+        """The config field its problems come from (named in errors)."""
+        return "eval.data" if self.name is None else f"eval.benchmarks.{self.name}.data"
+
+    @property
+    def store(self) -> Path:
+        return self.dir / "evals.jsonl"
+
+
+def single_set(cfg: RunConfig) -> Benchmark:
+    """The one held-out set `eval.data` of a config without eval.benchmarks (today's layout)."""
+    ec = cfg.eval
+    return Benchmark(None, ec.data, ec.n_samples, ec.greedy, Path(cfg.output_dir) / "eval")
+
+
+def eval_benchmarks(cfg: RunConfig) -> list[Benchmark]:
+    """The held-out sets of a run: each of eval.benchmarks (its n and greedy defaulting to eval's) in
+    RUN/eval/<name>/, or, with none configured, the single set eval.data in RUN/eval/."""
+    ec = cfg.eval
+    if not ec.benchmarks:
+        return [single_set(cfg)]
+    return [Benchmark(name, b.data, ec.n_samples if b.n_samples is None else b.n_samples,
+                      ec.greedy if b.greedy is None else b.greedy, Path(cfg.output_dir) / "eval" / name)
+            for name, b in ec.benchmarks.items()]
+
+
+def held_out_problems(cfg: RunConfig, log=print, bench: Benchmark | None = None) -> list[dict]:
+    """The eval set of one benchmark (default: the single set eval.data), decontaminated against the
+    run's training problems (contaminated ones dropped).
+
+    Built from the benchmark's data every time (cheap next to generation) and compared with the stored
+    set: the same set is reused; changed data replaces a set nothing was evaluated on yet and is
     refused once eval records exist (they answer the old questions, perhaps under the same ids)."""
+    bench = bench or single_set(cfg)
     run_dir = Path(cfg.output_dir)
-    out_dir = run_dir / "eval"
-    path = out_dir / "problems.jsonl"
+    path = bench.dir / "problems.jsonl"
     skipped: list[str] = []
-    test = from_config(cfg.eval.data, skipped=skipped)
-    test = [p.to_dict() for p in check_gold(test, cfg.verify.method, cfg.verify.timeout_s, cfg.eval.data.on_error, skipped)]
+    test = from_config(bench.data, skipped=skipped)
+    test = [p.to_dict() for p in check_gold(test, cfg.verify.method, cfg.verify.timeout_s, bench.data.on_error, skipped)]
     for msg in skipped[:20]:
         log(f"eval: skipped {msg}")
     if not (run_dir / "problems.jsonl").exists():
         raise FileNotFoundError(f"{run_dir / 'problems.jsonl'} is missing: held-out problems are checked against "
                                 f"the training problems, so run `heal sample` first")
     train = list(read_jsonl(run_dir / "problems.jsonl"))
-    report = contamination_report(test, train, cfg.eval.ngram, cfg.eval.df_max, cfg.eval.data.source)
+    report = contamination_report(test, train, cfg.eval.ngram, cfg.eval.df_max, bench.data.source)
     bad = {h["test_id"] for h in report["hits"]}
     kept = [p for p in test if p["id"] not in bad]
     if not kept:
-        raise ValueError("every held-out problem overlaps the training problems; choose another eval.data")
+        raise ValueError(f"every held-out problem of {bench.field} overlaps the training problems; choose another {bench.field}")
     if path.exists():
         old = list(read_jsonl(path))
         ident = lambda rows: [(r["id"], r["question"], r["answer"]) for r in rows]  # noqa: E731
         if ident(old) == ident(kept):
             # The same set: its report is rewritten, so a run from before the 32-gram count gets it.
-            atomic_write_text(out_dir / "contamination.json", json.dumps(report, indent=2) + "\n")
+            atomic_write_text(bench.dir / "contamination.json", json.dumps(report, indent=2) + "\n")
             return old
-        evals = out_dir / "evals.jsonl"
-        if evals.exists() and evals.stat().st_size > 0:
-            raise RunMismatch(f"{path} holds another held-out set than eval.data gives now ({len(old)} problems "
-                              f"stored, {len(kept)} now) and {evals} has answers to the stored one; use another "
-                              f"output_dir, or delete {out_dir} to evaluate on the new set")
-        log(f"eval: eval.data changed and nothing was evaluated yet: replacing {path}")
-    atomic_write_text(out_dir / "contamination.json", json.dumps(report, indent=2) + "\n")
+        if bench.store.exists() and bench.store.stat().st_size > 0:
+            raise RunMismatch(f"{path} holds another held-out set than {bench.field} gives now ({len(old)} problems "
+                              f"stored, {len(kept)} now) and {bench.store} has answers to the stored one; use another "
+                              f"output_dir, or delete {bench.dir} to evaluate on the new set")
+        log(f"eval: {bench.field} changed and nothing was evaluated yet: replacing {path}")
+    atomic_write_text(bench.dir / "contamination.json", json.dumps(report, indent=2) + "\n")
     counts = ", ".join(f"{n}-gram overlap: {c['contaminated']}" for n, c in report["by_ngram"].items())
-    log(f"eval: {report['benchmark']}: {len(test)} held-out problems ({counts}), {len(bad)} dropped as "
+    log(f"eval: {bench.name or report['benchmark']}: {len(test)} held-out problems ({counts}), {len(bad)} dropped as "
         f"contaminated ({cfg.eval.ngram}-grams), {len(kept)} kept")
     atomic_write_jsonl(path, kept)
     return kept
 
 
-def pin_eval_settings(cfg: RunConfig) -> None:
+def pin_eval_settings(cfg: RunConfig, bench: Benchmark | None = None) -> None:
     """Eval records are reused by key (model, weights, problem, sample index), so the settings that
-    decide what a record holds (sampling, prompt, verifier) are pinned in eval/settings.json with the
-    first evaluation; later settings that differ are refused instead of mixing old and new answers."""
+    decide what a record holds (sampling, prompt, verifier) are pinned in the benchmark's settings.json
+    (default: eval/settings.json) with its first evaluation; later settings that differ are refused
+    instead of mixing old and new answers."""
     from heal.rundir import changed_settings
 
+    bench = bench or single_set(cfg)
     sections = ("sampling", "prompt", "verify")
     new = cfg.model_dump(mode="json")
-    out_dir = Path(cfg.output_dir) / "eval"
-    path, store = out_dir / "settings.json", out_dir / "evals.jsonl"
+    path, store = bench.dir / "settings.json", bench.store
     evaluated = store.exists() and store.stat().st_size > 0
     if evaluated and path.exists():
         if diff := changed_settings(json.loads(path.read_text()), new, sections):
@@ -280,30 +322,33 @@ def model_tag(path: str) -> str:
     return "base"
 
 
-def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], store: JsonlStore) -> list[tuple]:
-    """(problem, sample index or "greedy") pairs not yet in the eval store for these weights."""
-    ec = cfg.eval
-    return [(p, j) for p in problems for j in list(range(ec.n_samples)) + (["greedy"] if ec.greedy else [])
+def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], store: JsonlStore,
+                 bench: Benchmark | None = None) -> list[tuple]:
+    """(problem, sample index or "greedy") pairs of one benchmark (default: the single set) not yet in
+    its eval store for these weights."""
+    bench = bench or single_set(cfg)
+    return [(p, j) for p in problems for j in list(range(bench.n_samples)) + (["greedy"] if bench.greedy else [])
             if f"{name}@{tag}/{p['id']}/{j}" not in store]
 
 
 def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True,
-                   tag: str = "base", reasoning_cfg=None) -> None:
-    """n sampled answers (and one greedy) per problem from `engine`, verified and step-checked.
-    `reasoning_cfg`: the model's reasoning format (its prompt's template arguments; the answer is read
-    after the reasoning block)."""
-    ec = cfg.eval
-    store = JsonlStore(Path(cfg.output_dir) / "eval" / "evals.jsonl")
+                   tag: str = "base", reasoning_cfg=None, bench: Benchmark | None = None) -> None:
+    """n sampled answers (and one greedy) per problem of one benchmark (default: the single set) from
+    `engine`, verified and step-checked. `reasoning_cfg`: the model's reasoning format (its prompt's
+    template arguments; the answer is read after the reasoning block)."""
+    bench = bench or single_set(cfg)
+    store = JsonlStore(bench.store)
     s = cfg.sampling
     sampled = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    jobs = pending_jobs(cfg, name, tag, problems, store)
+    jobs = pending_jobs(cfg, name, tag, problems, store, bench)
     fmt = reasoning.resolve(reasoning_cfg, engine.tokenizer)
     prompt_ids = {p["id"]: chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
                                            cfg.prompt.system, fmt.template_kwargs) for p, _ in jobs}
     check_prompts_fit(engine, list(prompt_ids.items()), s.max_new_tokens)
-    bar = tqdm(total=len(jobs), desc=f"eval {name}", unit="sample", disable=not progress)
+    desc = f"eval {name}" + (f" on {bench.name}" if bench.name else "")
+    bar = tqdm(total=len(jobs), desc=desc, unit="sample", disable=not progress)
     chunk = max(1, getattr(engine, "batch_size", 1))
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
         for mode, params in (("sampled", sampled), ("greedy", greedy)):
@@ -355,62 +400,90 @@ def _vote(pred: str | None, choice: bool) -> str | None:
 
 def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
                    baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
-    """Summary over the current held-out set, the current n, and (with `tags`) the current weights.
-    Every model is paired with each baseline that was evaluated: SFT-RS (does HEAL's data help?) and
-    HEAL (what does each ablation's missing piece cost?)."""
-    run_dir = Path(cfg.output_dir)
-    held_out = list(read_jsonl(run_dir / "eval" / "problems.jsonl"))
+    """RUN/eval/summary.json: the single set's summary (summarize_benchmark), or, with eval.benchmarks,
+    {"benchmarks": {name: the same summary of that benchmark}}."""
+    benches = eval_benchmarks(cfg)
+    if benches[0].name is None:
+        out = summarize_benchmark(cfg, benches[0], teacher_name, tags, baselines)
+    else:
+        out = {"benchmarks": {b.name: summarize_benchmark(cfg, b, teacher_name, tags, baselines) for b in benches}}
+    atomic_write_text(Path(cfg.output_dir) / "eval" / "summary.json", json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = "teacher",
+                        tags: dict[str, str] | None = None, baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
+    """One benchmark's summary over its current held-out set, its n, and (with `tags`) the current
+    weights: per model pass@1, greedy, per teacher tier, the reasoning-paper metrics. Every model is
+    paired with each baseline that was evaluated: SFT-RS (does HEAL's data help?) and HEAL (what does
+    each ablation's missing piece cost?)."""
+    held_out = list(read_jsonl(bench.dir / "problems.jsonl"))
     current = {p["id"] for p in held_out}
     choice_ids = frozenset(p["id"] for p in held_out if (p.get("meta") or {}).get("answer_kind") == "choice")
-    recs = [r for r in read_store(run_dir / "eval" / "evals.jsonl")
-            if r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < cfg.eval.n_samples)
-            and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])]
     by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in recs:
-        by_model[r["model"]].append(r)
-    # Tier of each test problem: the teacher's pass rate over its n samples.
-    tiers: dict[str, str] = {}
-    teacher = defaultdict(list)
-    for r in by_model.get(teacher_name, []):
-        if r["sample"] != "greedy":
-            teacher[r["problem_id"]].append(r["correct"] is True)
-    for pid, cs in teacher.items():
-        # corner_max_correct is a count out of Stage 0's K; scale it to the n samples used here.
-        corner_max = round(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
-        tiers[pid] = tier_of(sum(cs), len(cs), cfg.sample.solved_min_pass, corner_max)
+    for r in read_store(bench.store):
+        if (r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < bench.n_samples)
+                and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])):
+            by_model[r["model"]].append(r)
+    tiers = teacher_tiers(cfg, by_model.get(teacher_name, []))
     out = {"tiers": dict(Counter(tiers.values())), "models": {}}
-    sampled_by_model = {}
+    sampled_by_model = {name: _correct_by_problem(rs) for name, rs in by_model.items()}
     for name, rs in by_model.items():
-        texts = [r for r in rs if r["sample"] != "greedy"]
-        sampled = sampled_by_model[name] = defaultdict(list)
-        for r in texts:
-            sampled[r["problem_id"]].append(r["correct"])
-        greedy = [r for r in rs if r["sample"] == "greedy"]
-        correct = [r for r in rs if r["correct"] is True]
-        m = pass_at_1(sampled)
-        m["greedy"] = float(np.mean([r["correct"] is True for r in greedy])) if greedy else None
-        m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})
-                         for t in ("solved", "hard", "corner") if any(tiers.get(p) == t for p in sampled)}
-        m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
-        # Graded signals for students too weak to finish many problems: how often an answer is given
-        # at all, and the share of the arithmetic equations they write that are true.
-        m["answer_rate"] = float(np.mean([r.get("pred") is not None for r in texts])) if texts else None
-        eqs = [e.ok for r in texts for e in equations(r.get("text") or "")]
-        m["equations"] = len(eqs)
-        m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
-        m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None  # greedy included
-        m.update(reasoning_metrics(texts, choice_ids))
-        out["models"][name] = m
+        out["models"][name] = model_summary(rs, sampled_by_model[name], tiers, choice_ids)
     for baseline in [b for b in baselines if b in sampled_by_model]:  # paired over problems
-        base = sampled_by_model[baseline]
         for name, m in out["models"].items():
             if name != baseline:
-                m[f"vs_{baseline}"] = paired_difference(sampled_by_model[name], base)
-                m[f"vs_{baseline}"]["per_tier"] = {
-                    t: paired_difference({p: c for p, c in sampled_by_model[name].items() if tiers.get(p) == t}, base)
-                    for t in m["per_tier"]}
-    atomic_write_text(run_dir / "eval" / "summary.json", json.dumps(out, indent=2) + "\n")
+                m[f"vs_{baseline}"] = paired_by_tier(sampled_by_model[name], sampled_by_model[baseline], tiers, m["per_tier"])
     return out
+
+
+def _correct_by_problem(recs: list[dict]) -> dict[str, list[bool | None]]:
+    """Problem -> the verdicts of its sampled answers (the greedy one left out)."""
+    out: dict[str, list] = defaultdict(list)
+    for r in recs:
+        if r["sample"] != "greedy":
+            out[r["problem_id"]].append(r["correct"])
+    return out
+
+
+def teacher_tiers(cfg: RunConfig, teacher_recs: list[dict]) -> dict[str, str]:
+    """Tier of each test problem: the teacher's pass rate over its sampled answers, with Stage 0's
+    thresholds (corner_max_correct, a count out of Stage 0's K, scaled to the n samples used here)."""
+    tiers = {}
+    for pid, cs in _correct_by_problem(teacher_recs).items():
+        corner_max = round(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
+        tiers[pid] = tier_of(sum(c is True for c in cs), len(cs), cfg.sample.solved_min_pass, corner_max)
+    return tiers
+
+
+def model_summary(rs: list[dict], sampled: dict[str, list[bool | None]], tiers: dict[str, str],
+                  choice_ids: frozenset[str]) -> dict:
+    """One model's entry of a summary, from its records `rs` (sampled and greedy) of one benchmark."""
+    texts = [r for r in rs if r["sample"] != "greedy"]
+    greedy = [r for r in rs if r["sample"] == "greedy"]
+    correct = [r for r in rs if r["correct"] is True]
+    m = pass_at_1(sampled)
+    m["greedy"] = float(np.mean([r["correct"] is True for r in greedy])) if greedy else None
+    m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})
+                     for t in ("solved", "hard", "corner") if any(tiers.get(p) == t for p in sampled)}
+    m["verified_share_of_correct"] = float(np.mean([r["derivation_ok"] for r in correct])) if correct else None
+    # Graded signals for students too weak to finish many problems: how often an answer is given
+    # at all, and the share of the arithmetic equations they write that are true.
+    m["answer_rate"] = float(np.mean([r.get("pred") is not None for r in texts])) if texts else None
+    eqs = [e.ok for r in texts for e in equations(r.get("text") or "")]
+    m["equations"] = len(eqs)
+    m["equation_accuracy"] = float(np.mean(eqs)) if eqs else None
+    m["truncation_rate"] = float(np.mean([r["truncated"] for r in rs])) if rs else None  # greedy included
+    m.update(reasoning_metrics(texts, choice_ids))
+    return m
+
+
+def paired_by_tier(a: dict[str, list[bool | None]], base: dict[str, list[bool | None]], tiers: dict[str, str],
+                   tier_names) -> dict:
+    """paired_difference(a, base) over all problems, with the same per teacher tier in `per_tier`."""
+    d = paired_difference(a, base)
+    d["per_tier"] = {t: paired_difference({p: c for p, c in a.items() if tiers.get(p) == t}, base) for t in tier_names}
+    return d
 
 
 def trained_models(run_dir: Path) -> dict[str, str]:
@@ -434,13 +507,15 @@ def trained_models(run_dir: Path) -> dict[str, str]:
 @writes_run("eval")
 def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: bool = True, log=print) -> dict:
     """Evaluate the teacher (ceiling, tiers) and every trained model (default: RUN/checkpoints/final.json)
-    plus the untrained student as `base`."""
+    plus the untrained student as `base`, on every benchmark (eval_benchmarks). Every held-out set is
+    built and every settings pin checked before any model loads; each model loads once for all of them."""
     from heal.config import ModelConfig
     from heal.engines import make_engine
 
     run_dir = Path(cfg.output_dir)
-    problems = held_out_problems(cfg, log)
-    pin_eval_settings(cfg)
+    sets = [(b, held_out_problems(cfg, log, b)) for b in eval_benchmarks(cfg)]
+    for b, _ in sets:
+        pin_eval_settings(cfg, b)
     if models is None:
         models = {**trained_models(run_dir), "base": cfg.train.student}  # the untrained student last: the least informative
     ec = cfg.eval
@@ -448,15 +523,16 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         (name, ModelConfig(model=path, engine=ec.engine, device=cfg.train.device, batch_size=ec.batch_size,
                            dtype=cfg.train.dtype, engine_args=ec.engine_args), model_tag(path))
         for name, path in models.items()]
-    store = JsonlStore(run_dir / "eval" / "evals.jsonl")
     for name, mc, tag in todo:
-        if not pending_jobs(cfg, name, tag, problems, store):
+        work = [(b, ps) for b, ps in sets if pending_jobs(cfg, name, tag, ps, JsonlStore(b.store), b)]
+        if not work:
             log(f"eval {name}: done, skipping")
             continue  # no model load (its engine need not even be installed here)
         engine = make_engine(mc)
         try:
-            evaluate_model(cfg, name, engine, problems, progress, tag,
-                           cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning))
+            for b, ps in work:
+                evaluate_model(cfg, name, engine, ps, progress, tag,
+                               cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning), b)
         finally:
             engine.close()
     return summarize_eval(cfg, tags={name: tag for name, _, tag in todo})

@@ -2,7 +2,8 @@
 
 Reads what the stages wrote (sample_summary.json, data/sizes.json, repairs.jsonl, scored.jsonl,
 checkpoints/*/stage-*/heal_stage.json, eval/summary.json); a stage that has not run is simply
-missing from the report.
+missing from the report. A run evaluated on several benchmarks (eval.benchmarks) gets the evaluation
+tables once per benchmark, from eval/summary.json's "benchmarks" and RUN/eval/<name>/.
 """
 
 from __future__ import annotations
@@ -26,23 +27,11 @@ def build_summary(run_dir: Path) -> dict:
     out = {"run": str(run_dir), "stage0": _load(run_dir / "sample_summary.json"),
            "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}), "methods": {},
            "data_uncapped": _load(run_dir / "data" / "uncapped_sizes.json")}
-    for name, m in ev.get("models", {}).items():
-        out["methods"][name] = {
-            "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
-            "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
-            "verified_share_of_correct": m.get("verified_share_of_correct"),
-            "vs_sft_rs": m.get("vs_sft_rs"), "vs_heal": m.get("vs_heal"),
-            "answer_rate": m.get("answer_rate"), "equation_accuracy": m.get("equation_accuracy"),
-            "equations": m.get("equations"),
-            # The metrics reasoning-model papers report (absent from runs evaluated before they existed).
-            "avg@n": m.get("avg@n"), "maj@k": m.get("maj@k"), "pass@k": m.get("pass@k"),
-            "mean_tokens": m.get("mean_tokens"), "truncation_rate": m.get("truncation_rate"),
-            "truncation_rate_sampled": m.get("truncation_rate_sampled"),
-        }
-    if contamination := _load(run_dir / "eval" / "contamination.json"):
-        out["contamination"] = contamination_summary(contamination)
-    if settings := _load(run_dir / "eval" / "settings.json"):
-        out["eval_sampling"] = {k: settings.get("sampling", {}).get(k) for k in ("temperature", "top_p", "max_new_tokens")}
+    if "benchmarks" in ev:  # eval.benchmarks: one summary per benchmark, from RUN/eval/<name>/
+        out["benchmarks"] = {name: {"test_tiers": b.get("tiers", {}), **eval_summary(run_dir / "eval" / name, b)}
+                             for name, b in ev["benchmarks"].items()}
+    else:
+        out.update(eval_summary(run_dir / "eval", ev))
     if (run_dir / "data" / "sizes.json").exists():
         out["data_detail"] = data_detail(run_dir)
     if training := training_detail(run_dir):
@@ -52,6 +41,33 @@ def build_summary(run_dir: Path) -> dict:
 
         out["repairs"] = summarize_repairs(run_dir)
     return out
+
+
+def eval_summary(eval_dir: Path, ev: dict) -> dict:
+    """One held-out set's part of summary.json: its methods (from its summary `ev`), and the
+    contamination report and sampling settings found in `eval_dir` (RUN/eval or RUN/eval/<name>)."""
+    out: dict = {"methods": {name: method_summary(m) for name, m in ev.get("models", {}).items()}}
+    if contamination := _load(eval_dir / "contamination.json"):
+        out["contamination"] = contamination_summary(contamination)
+    if settings := _load(eval_dir / "settings.json"):
+        out["eval_sampling"] = {k: settings.get("sampling", {}).get(k) for k in ("temperature", "top_p", "max_new_tokens")}
+    return out
+
+
+def method_summary(m: dict) -> dict:
+    """One model's row of summary.json, from its entry of eval/summary.json."""
+    return {
+        "pass@1": m["pass@1"], "se": m["se"], "n": m["n"], "problems": m["problems"], "greedy": m["greedy"],
+        "per_tier": {t: v["pass@1"] for t, v in m.get("per_tier", {}).items()},
+        "verified_share_of_correct": m.get("verified_share_of_correct"),
+        "vs_sft_rs": m.get("vs_sft_rs"), "vs_heal": m.get("vs_heal"),
+        "answer_rate": m.get("answer_rate"), "equation_accuracy": m.get("equation_accuracy"),
+        "equations": m.get("equations"),
+        # The metrics reasoning-model papers report (absent from runs evaluated before they existed).
+        "avg@n": m.get("avg@n"), "maj@k": m.get("maj@k"), "pass@k": m.get("pass@k"),
+        "mean_tokens": m.get("mean_tokens"), "truncation_rate": m.get("truncation_rate"),
+        "truncation_rate_sampled": m.get("truncation_rate_sampled"),
+    }
 
 
 def contamination_summary(c: dict) -> dict:
@@ -164,22 +180,32 @@ def markdown(summary: dict) -> str:
                          + " / ".join(f"{st['learning_rate']:g}" for st in stages) + " | "
                          + " / ".join(f"{_fmt(st['mean_loss'])} ({_fmt(st['last_loss'])})" for st in stages) + " |")
         lines.append("")
-    if summary.get("contamination"):
-        lines += [contamination_line(summary["contamination"]), ""]
-    if summary["methods"]:
-        tiers = [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
-        head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({summary['test_tiers'][t]})" for t in tiers)
+    lines += eval_tables(summary)
+    for name, bench in (summary.get("benchmarks") or {}).items():
+        lines += [f"## Benchmark {name}", ""] + eval_tables(bench)
+    return "\n".join(lines)
+
+
+def eval_tables(s: dict) -> list[str]:
+    """One held-out set's lines: its contamination line, the pass@1 table, the reasoning-paper metrics
+    and the paired differences; `s` has test_tiers, methods, contamination and eval_sampling."""
+    lines: list[str] = []
+    if s.get("contamination"):
+        lines += [contamination_line(s["contamination"]), ""]
+    if s["methods"]:
+        tiers = [t for t in ("solved", "hard", "corner") if t in s.get("test_tiers", {})]
+        head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({s['test_tiers'][t]})" for t in tiers)
                 + " | verified / correct | answered | true equations |")
         lines += [head, "|" + "---|" * (8 + len(tiers))]
-        for name, m in summary["methods"].items():
+        for name, m in s["methods"].items():
             lines.append(f"| {name} | {_fmt(m['pass@1'])} | {_fmt(m['se'])} | {m['n']} | {_fmt(m['greedy'])} | "
                          + " | ".join(_fmt(m["per_tier"].get(t)) for t in tiers)
                          + f" | {_fmt(m['verified_share_of_correct'])} | {_fmt(m.get('answer_rate'))} | "
                          + f"{_fmt(m.get('equation_accuracy'))} ({_fmt(m.get('equations'))}) |")
         lines.append("")
-        lines += reasoning_table(summary)
+        lines += reasoning_table(s)
         for baseline in ("sft_rs", "heal"):
-            paired = {n: m[f"vs_{baseline}"] for n, m in summary["methods"].items() if m.get(f"vs_{baseline}")}
+            paired = {n: m[f"vs_{baseline}"] for n, m in s["methods"].items() if m.get(f"vs_{baseline}")}
             if not paired:
                 continue
             lines += [f"Difference to {baseline}, paired over the same problems (pass@1 difference ± its paired SE):",
@@ -189,7 +215,7 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {name} | " + " | ".join(
                     "-" if not c or c["diff"] is None else f"{c['diff']:+.3f} ± {_fmt(c['se'])}" for c in cells) + " |")
             lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def contamination_line(c: dict) -> str:
@@ -235,22 +261,10 @@ def plots(run_dir: Path, summary: dict) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
     if summary["methods"]:
-        tiers = ["all"] + [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
-        names = list(summary["methods"])
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
-        w = 0.8 / len(tiers)
-        for i, t in enumerate(tiers):
-            vals = [summary["methods"][n]["pass@1"] if t == "all" else summary["methods"][n]["per_tier"].get(t) for n in names]
-            errs = [summary["methods"][n]["se"] or 0 if t == "all" else 0 for n in names]
-            ax.bar([k + i * w for k in range(len(names))], [v or 0 for v in vals], w, yerr=errs, label=t)
-        ax.set_xticks([k + w * (len(tiers) - 1) / 2 for k in range(len(names))], names, rotation=20, fontsize=8)
-        ax.set_ylabel("pass@1")
-        ax.legend(fontsize=7)
-        ax.set_title("held-out accuracy per method and teacher tier", fontsize=9)
-        fig.tight_layout()
-        made.append(out_dir / "accuracy.png")
-        fig.savefig(made[-1], dpi=110)
-        plt.close(fig)
+        made.append(accuracy_plot(summary, out_dir / "accuracy.png", "held-out accuracy per method and teacher tier"))
+    for name, bench in (summary.get("benchmarks") or {}).items():
+        if bench["methods"]:
+            made.append(accuracy_plot(bench, out_dir / f"accuracy-{name}.png", f"{name}: accuracy per method and teacher tier"))
     if summary.get("data"):
         d, dd = summary["data"], summary.get("data_detail", {})
         stages = ["I: D1", "II: +D2", "III: +D3"]
@@ -298,6 +312,28 @@ def plots(run_dir: Path, summary: dict) -> list[Path]:
         fig.savefig(made[-1], dpi=110)
         plt.close(fig)
     return made
+
+
+def accuracy_plot(s: dict, path: Path, title: str) -> Path:
+    """pass@1 per method, overall (± SE) and per teacher tier, of one held-out set's summary `s`."""
+    import matplotlib.pyplot as plt
+
+    tiers = ["all"] + [t for t in ("solved", "hard", "corner") if t in s.get("test_tiers", {})]
+    names = list(s["methods"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+    w = 0.8 / len(tiers)
+    for i, t in enumerate(tiers):
+        vals = [s["methods"][n]["pass@1"] if t == "all" else s["methods"][n]["per_tier"].get(t) for n in names]
+        errs = [s["methods"][n]["se"] or 0 if t == "all" else 0 for n in names]
+        ax.bar([k + i * w for k in range(len(names))], [v or 0 for v in vals], w, yerr=errs, label=t)
+    ax.set_xticks([k + w * (len(tiers) - 1) / 2 for k in range(len(names))], names, rotation=20, fontsize=8)
+    ax.set_ylabel("pass@1")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_report(run_dirs: list[str | Path]) -> list[Path]:
