@@ -278,8 +278,6 @@ def collect(run_dir: str | Path, tokenizer=None, tokenizer_note: str = "") -> di
     sets = {name: run.read(f"data/{name}.jsonl") for name in DATA_SETS}
     if not any(sets.values()):
         run.missing.append("data")
-    evals = run.read("eval/evals.jsonl", required=True)
-    eval_problems = {r.get("id"): r for r in run.read("eval/problems.jsonl")}
     cfg = _pure_cfg(run_dir)
     scored = {r.get("key"): r for r in scored_l}
 
@@ -316,7 +314,7 @@ def collect(run_dir: str | Path, tokenizer=None, tokenizer_note: str = "") -> di
         rows.append(row)
         details[pid] = detail
 
-    eval_view = _evals(evals, eval_problems, run_dir)
+    eval_view = _eval_records(run, run_dir)
     # Runs nested in this one (the GEAR probe keeps one per window): named, so they can be viewed.
     subruns = sorted(str(p.parent.relative_to(run_dir))
                      for pat in ("*/tiers.jsonl", "*/*/tiers.jsonl") for p in run_dir.glob(pat))
@@ -367,15 +365,35 @@ def _problem(pid, p, tier, samples, sources, guided, in_sets, verified, scored, 
     return row, detail
 
 
-def _evals(evals: list[dict], eval_problems: dict, run_dir: Path) -> dict:
-    """Held-out records per method, and each test problem's tier (the teacher's pass rate on it,
-    as `heal eval` computes it)."""
+def _eval_records(run: _Run, run_dir: Path) -> dict:
+    """The evaluation tab's records: eval/, or with eval.benchmarks each RUN/eval/<name>/, its problem
+    ids shown as "<name>/<id>" (two benchmarks' ids may collide) and its tiers its own."""
+    ec = _run_section(run_dir, "eval")
+    if ec is None or not ec.benchmarks:
+        evals = run.read("eval/evals.jsonl", required=True)
+        return _evals(evals, {r.get("id"): r for r in run.read("eval/problems.jsonl")}, run_dir,
+                      None if ec is None else ec.n_samples)
+    out: dict = {"records": [], "problems": {}}
+    for name, b in ec.benchmarks.items():
+        one = _evals(run.read(f"eval/{name}/evals.jsonl"), {r.get("id"): r for r in run.read(f"eval/{name}/problems.jsonl")},
+                     run_dir, ec.n_samples if b.n_samples is None else b.n_samples)
+        out["records"] += [{**r, "pid": f"{name}/{r['pid']}"} for r in one["records"]]
+        out["problems"] |= {f"{name}/{k}": v for k, v in one["problems"].items()}
+    if not out["records"]:
+        run.missing.append("eval/evals.jsonl")
+    return out
+
+
+def _evals(evals: list[dict], eval_problems: dict, run_dir: Path, n_samples: int | None = None) -> dict:
+    """Held-out records per method of one held-out set, and each test problem's tier (the teacher's
+    pass rate on it, as `heal eval` computes it). `n_samples`: the n `heal eval` summarizes (None:
+    every record)."""
     from heal.sample import tier_of
 
-    s, ec = _run_section(run_dir, "sample"), _run_section(run_dir, "eval")
-    if ec is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
+    s = _run_section(run_dir, "sample")
+    if n_samples is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
         evals = [r for r in evals
-                 if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < ec.n_samples)]
+                 if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < n_samples)]
     teacher = defaultdict(list)
     for r in evals:
         if r.get("model") == "teacher" and r.get("sample") != "greedy":
@@ -533,6 +551,8 @@ def _md_to_html(md: str, view: str) -> str:
             continue
         if line.startswith("# "):
             out.append(f"<h1>{_inline(line[2:])}</h1>")
+        elif line.startswith("## "):  # a benchmark's tables (eval.benchmarks)
+            out.append(f"<h2>{_inline(line[3:])}</h2>")
         elif line.startswith("!["):
             pass  # the PNG plots: report.html draws its own (SVG, linked)
         elif line.strip():
@@ -591,17 +611,24 @@ def _svg_bars(title: str, cats: list[str], series: list[tuple[str, list, str]], 
 _COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"]
 
 
+def _accuracy_svg(s: dict, title: str, view: str) -> str:
+    """pass@1 per method, overall and per teacher tier, of one held-out set's summary `s`."""
+    names = list(s["methods"])
+    tiers = ["all"] + [t for t in ("solved", "hard", "corner") if t in s.get("test_tiers", {})]
+    series = [(t, [s["methods"][n]["pass@1"] if t == "all" else (s["methods"][n].get("per_tier") or {}).get(t)
+                   for n in names], _COLORS[i]) for i, t in enumerate(tiers)]
+    links = [[f"{view}#eval={n}" + ("" if t == "all" else f"&tier={t}") for n in names] for t in tiers]
+    return _svg_bars(title, names, series, errors=[s["methods"][n].get("se") for n in names], links=links, ylabel="pass@1")
+
+
 def _plots(summary: dict, run_dir: Path, errors: list[str], view: str) -> list[str]:
     """The plots of `heal report` (accuracy, data per stage, rho, repair yield) as linked SVG."""
     out = []
     if summary.get("methods"):
-        names = list(summary["methods"])
-        tiers = ["all"] + [t for t in ("solved", "hard", "corner") if t in summary.get("test_tiers", {})]
-        series = [(t, [summary["methods"][n]["pass@1"] if t == "all" else (summary["methods"][n].get("per_tier") or {}).get(t)
-                       for n in names], _COLORS[i]) for i, t in enumerate(tiers)]
-        links = [[f"{view}#eval={n}" + ("" if t == "all" else f"&tier={t}") for n in names] for t in tiers]
-        out.append(_svg_bars("held-out pass@1 per method and teacher tier (bar: ± se)", names, series,
-                             errors=[summary["methods"][n].get("se") for n in names], links=links, ylabel="pass@1"))
+        out.append(_accuracy_svg(summary, "held-out pass@1 per method and teacher tier (bar: ± se)", view))
+    for name, bench in (summary.get("benchmarks") or {}).items():  # eval.benchmarks: one chart each
+        if bench.get("methods"):
+            out.append(_accuracy_svg(bench, f"{name}: pass@1 per method and teacher tier (bar: ± se)", view))
     d = summary.get("data")
     if d and all(k in d for k in ("D1", "D2", "D3", "D2raw", "D3raw")):
         dd = summary.get("data_detail") or {}
