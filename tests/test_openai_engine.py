@@ -15,7 +15,7 @@ import yaml
 from heal.config import ModelConfig, load_config
 from heal.engines import make_engine
 from heal.engines.base import SamplingParams, chat_prompt_ids
-from heal.engines.openai import EngineError
+from heal.engines.base import EngineError
 from heal.store import read_jsonl
 
 QUESTION = "Compute 17 + 25 - 8. Put the final answer in \\boxed{}."

@@ -87,7 +87,7 @@ def _stage(fn, cfg, what: str, progress: bool = True):
     """Run a stage; every expected failure is one line. Only failures that a rerun can get past (an
     interrupt, a server, a full disk) say that the same command resumes: a config or data error
     says what to fix instead."""
-    from heal.engines.openai import EngineError
+    from heal.engines.base import EngineError
     from heal.problems import ProblemError
     from heal.rundir import RunDirError, RunMismatch
     from heal.store import DiskFull, RunLocked, StoreError

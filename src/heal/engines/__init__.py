@@ -1,8 +1,8 @@
 """Engines: one small protocol (base.Engine), one module per backend."""
 
-from heal.engines.base import Completion, Engine, SamplingParams, Scored, chat_prompt_ids
+from heal.engines.base import Completion, ContextError, Engine, EngineError, SamplingParams, Scored, chat_prompt_ids
 
-__all__ = ["Completion", "Engine", "SamplingParams", "Scored", "chat_prompt_ids", "engine_for", "make_engine"]
+__all__ = ["Completion", "ContextError", "Engine", "EngineError", "SamplingParams", "Scored", "chat_prompt_ids", "engine_for", "make_engine"]
 
 from contextlib import contextmanager
 

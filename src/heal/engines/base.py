@@ -59,6 +59,7 @@ class Engine(Protocol):
 
     batch_size: int  # prompts per generate() call that use the engine well (1 for single-stream engines)
     context_length: int | None  # tokens of prompt + completion the model takes (None: unknown, a server's)
+    eos: set[int] | list[int]  # every token id that ends an assistant turn (generation stops after one)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
@@ -74,6 +75,10 @@ class Engine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class EngineError(RuntimeError):
+    """A backend failed in a way a rerun can get past (a server down, a request refused)."""
 
 
 class ContextError(ValueError):

@@ -22,12 +22,8 @@ from typing import Sequence
 
 import requests
 
-from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
+from heal.engines.base import Completion, EngineError, SamplingParams, Scored, eos_ids
 from heal.entropy import topk_entropy
-
-
-class EngineError(RuntimeError):
-    pass
 
 
 def _byte_level_alphabet() -> dict[int, str]:
