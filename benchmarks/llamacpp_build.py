@@ -83,26 +83,40 @@ def main() -> None:
     ap.add_argument("--busy", default="0,2", help="busy-loop processes beside the measurement")
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=2, help="repetitions, builds interleaved; the median is reported")
     args = ap.parse_args()
     from heal.models import resolve
 
     gguf = resolve(args.model).gguf
     builds = [b.split("=", 1) for b in (args.build or ["portable="])]
-    rows = []
+    rows, raw = [], []
     for busy in map(int, args.busy.split(",")):
         for threads in map(int, args.threads.split(",")):
-            for name, site in builds:
-                r = measure(site, gguf, threads, args.prompt_tokens, args.decode_tokens, busy)
-                rows.append({"build": name, "threads": threads, "busy_processes": busy, **r})
-                print(json.dumps(rows[-1])[:300], file=sys.stderr)
+            runs = {name: [] for name, _ in builds}
+            for rep in range(args.reps):  # builds interleaved: a load change hits both alike
+                for name, site in builds:
+                    r = measure(site, gguf, threads, args.prompt_tokens, args.decode_tokens, busy)
+                    r["load_1min"] = os.getloadavg()[0]
+                    runs[name].append(r)
+                    raw.append({"build": name, "threads": threads, "busy_processes": busy, "rep": rep, **r})
+                    print(json.dumps(raw[-1])[:300], file=sys.stderr)
+            for name, rs in runs.items():
+                ok = [r for r in rs if "decode_tok_s" in r]
+                med = lambda k: sorted(r[k] for r in ok)[len(ok) // 2] if ok else None  # noqa: E731
+                row = {"build": name, "threads": threads, "busy_processes": busy}
+                if ok:
+                    row.update(prompt_tok_s=med("prompt_tok_s"), decode_tok_s=med("decode_tok_s"), reps=len(ok))
+                else:
+                    row.update({k: v for k, v in rs[0].items() if k in ("crashed", "error")})
+                rows.append(row)
     out = {"model": args.model, "cpu": cpu(), "python": platform.python_version(),
            "load_before": os.getloadavg(), "prompt_tokens": args.prompt_tokens, "decode_tokens": args.decode_tokens,
-           "command": "python benchmarks/llamacpp_build.py " + " ".join(sys.argv[1:]), "rows": rows}
+           "command": "python benchmarks/llamacpp_build.py " + " ".join(sys.argv[1:]), "rows": rows, "runs": raw}
     path = Path(__file__).parent / "results" / f"llamacpp-build-{args.model}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"| build | threads | busy processes | prompt tok/s | decode tok/s |\n|---|---|---|---|---|")
     for r in rows:
-        rate = lambda k: f"{r[k]:.1f}" if k in r else r.get("crashed") or r.get("error")  # noqa: E731
+        rate = lambda k: f"{r[k]:.1f}" if r.get(k) else r.get("crashed") or r.get("error")  # noqa: E731
         print(f"| {r['build']} | {r['threads']} | {r['busy_processes']} | {rate('prompt_tok_s')} | {rate('decode_tok_s')} |")
     print(f"\n{out['cpu']['model']}, {out['cpu']['cores']} cores; results: {path}")
 
