@@ -146,6 +146,11 @@ def test_two_benchmarks_each_with_its_n_tiers_and_pairing(tmp_path):
 
 def test_changed_benchmark_data_is_refused_once_answered(tmp_path):
     cfg, _, _ = evaluated_run(tmp_path)
+    hot = cfg.model_copy(deep=True)  # each benchmark pinned the settings of its answers
+    hot.sampling.temperature = 1.0
+    with pytest.raises(RunMismatch, match=r"eval/math500/evals.jsonl was evaluated with different settings "
+                                          r"\(sampling.temperature, pinned in .*eval/math500/settings.json\)"):
+        run_eval(hot, models={}, progress=False, log=lambda *a: None)
     write_gpqa(tmp_path / "gpqa.csv", extra=True)
     with pytest.raises(RunMismatch, match=r"eval/gpqa/problems.jsonl holds another held-out set than "
                                           r"eval.benchmarks.gpqa.data gives now \(2 problems stored, 3 now\)"):
