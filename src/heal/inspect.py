@@ -56,19 +56,25 @@ def render_problem(run_dir: str | Path, problem_id: str, out: str | Path | None 
             ax.hlines(h, a, b, colors="tab:blue", lw=2.2, label="step mean h_i" if j == 0 else None)
             ax.axvline(a, color="0.85", lw=0.6)
         bp = first["breakpoint"]
-        ax.axvline(bp["token"], color="tab:red", lw=1.8, label=f"breakpoint step {bp['step']} (surge {bp['surge']:+.2f})")
+        # bp["surge"] holds the locator's own score at b (entropy: the surge; rollout: the success drop;
+        # judge: the verdict margin); records before gear.locator existed are the entropy locator's.
+        locator = first.get("locator", "entropy")
+        what = {"entropy": "surge", "rollout": "drop", "judge": "margin"}.get(locator)
+        ax.axvline(bp["token"], color="tab:red", lw=1.8,
+                   label=f"breakpoint ({locator}) step {bp['step']}" + (f" ({what} {bp['surge']:+.2f})" if what else ""))
         ax.axvspan(0, first["cut_token"], color="tab:green", alpha=0.12,
                    label=f"kept prefix ({bp['kept_steps']} steps{', restart' if first['restart'] else ''})")
         ax.axvline(first["cut_token"], color="k", ls="--", lw=1.2)
         ax.set_xlim(0, max(len(ent), 1))
-        ax.set_title(f"{src}: wrong answer {first['source_pred']}, window {first['window']}, back-up {first['backup']}",
+        ax.set_title(f"{src}: wrong answer {first['source_pred']}, locator {locator}, window {first['window']}, "
+                     f"back-up {first['backup']}",
                      fontsize=9, loc="left")
         ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel("token", fontsize=8)
-        lines = ["  #  answer        verdict   step check                         rho_ans  rho_step  PURE"]
+        lines = ["  #  answer        verdict   step check                               S  rho_step  PURE"]
         for r in conts:
             s = scored.get(r["key"], {})
-            ra = "-" if s.get("rho_ans") is None else f"{s['rho_ans']:.2f}"
+            ra = "-" if s.get("S") is None else f"{s['S']:.3f}"
             rs = "-" if s.get("rho_step") is None else f"{s['rho_step']:.2f}"
             pure = "" if not s else ("accept" if s.get("accepted") else _short(s.get("reason", "reject"), 28))
             mark = "dup" if r.get("duplicate") else ("right" if r["correct"] else "wrong")
