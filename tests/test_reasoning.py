@@ -151,3 +151,68 @@ def test_gear_never_repairs_a_trace_cut_off_in_its_reasoning():
     samples = [{"sample_index": 0, "correct": False, "truncated": True, "truncated_in_reasoning": True, "pred": None},
                {"sample_index": 1, "correct": False, "truncated": False, "pred": "3"}]
     assert [s["sample_index"] for s in select_failed(copy.deepcopy(samples), 4)] == [1]
+
+
+# A reasoning format whose tags are single tokens of SmolLM2's vocabulary (the tiny model's): the
+# model writes the start tag itself (Qwen3-style), so the block starts one token into the trace.
+TAGS = {"preset": "custom", "start": "<jupyter_start>", "end": "<jupyter_text>", "prefilled": False}
+
+
+def test_gear_cuts_inside_the_reasoning_block(tmp_path, tiny_model_dir):
+    from test_gear_e2e import QUIET, _cfg
+    from transformers import AutoTokenizer
+
+    from heal.gear import run_repair
+    from heal.sample import run_sample
+    from heal.store import atomic_write_jsonl, read_jsonl
+
+    cfg = _cfg(tmp_path, tiny_model_dir, "hf", [{"id": "a", "question": "2+3?", "answer": "5"}],
+               {"teacher": {"reasoning": TAGS},
+                "gear": {"skip_truncated": False, "max_trajectories": 1, "continuations": 2, "backup": 0,
+                         "locator": "entropy", "window": "all"},
+                "sampling": {"max_new_tokens": 12}})
+    run_sample(cfg, **QUIET)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    parts = ["<jupyter_start>", "2 + 3 = 5\n\n", "5 + 1 = 7\n\n", "So it is 7.", "<jupyter_text>",
+             "\n\nThe answer:\n\n", "\\boxed{7}"]
+    ids, ent, bounds = [], [], []
+    for i, part in enumerate(parts):
+        p_ids = tok(part, add_special_tokens=False)["input_ids"]
+        bounds.append((len(ids), len(ids) + len(p_ids)))
+        ids += p_ids
+        # the surge is in step 1 of the block; the answer part surges far higher, but lies outside it
+        ent += [{2: 2.0, 5: 6.0, 6: 6.0}.get(i, 0.1)] * len(p_ids)
+    samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl"))
+    atomic_write_jsonl(tmp_path / "run" / "samples.jsonl",
+                       [{**samples[0], "token_ids": ids, "text": tok.decode(ids), "entropy": ent, "correct": False,
+                         "pred": "7", "truncated": False}])
+    run_repair(cfg, **QUIET)
+    recs = list(read_jsonl(tmp_path / "run" / "repairs.jsonl"))
+    r0, r1 = bounds[0][1], bounds[4][0]
+    assert recs[0]["reasoning_span"] == [r0, r1]
+    assert all(r0 <= a < b <= r1 for a, b in recs[0]["step_spans"])  # the answer part is no step
+    bp = recs[0]["breakpoint"]
+    assert bp["step"] == 1 and bp["cut_token"] == bounds[1][1] == recs[0]["cut_token"]  # keeps "<start>2 + 3 = 5"
+    assert recs[0]["hint_span"][0] == bounds[1][1]  # the hint goes inside the block
+    for r in recs:  # the random model never closes the block: no answer part, no answer read
+        if "<jupyter_text>" not in r["continuation"]:
+            assert r["pred"] is None and r["correct"] is False
+
+
+def test_pure_scores_reasoning_steps_and_the_answer_after_the_block(smollm2):
+    from transformers import AutoTokenizer
+
+    from heal.entropy import token_pieces
+    from heal.pure import reasoning_steps
+
+    tok = AutoTokenizer.from_pretrained(smollm2.hf)
+    fmt = reasoning.resolve(ReasoningConfig(**TAGS), tok)
+    text = "<jupyter_start>Try \\boxed{6}?\n\nNo: 2 + 3 = 5<jupyter_text>\n\nSo \\boxed{5}\n\nDone."
+    ids = _ids(tok, text)
+    pieces = token_pieces(tok, ids)
+    steps, ans = reasoning_steps(ids, pieces, tok, fmt)
+    close = ids.index(tok.convert_tokens_to_ids("<jupyter_text>"))
+    assert steps[0][0] == 1 and steps[-1][1] == close and len(steps) == 2  # clipped at the end tag
+    assert "".join(pieces[ans[0]:ans[1]]) == "5"  # the box after the block, not the one inside it
+    plain_steps, plain_ans = reasoning_steps(ids, pieces, tok, reasoning.NONE)
+    assert len(plain_steps) == 4 and "".join(pieces[plain_ans[0]:plain_ans[1]]) == "5"

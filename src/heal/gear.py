@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from heal import reasoning
 from heal.config import RunConfig, echo_config
 from heal.rundir import writes_run
 from heal.engines import engine_for
@@ -66,6 +67,16 @@ def plan_cut(traj_ids: list[int], entropy: list[float], tokenizer, gear_cfg, **l
             "breakpoint": bp.to_dict(), "pieces": pieces, "locator": info}
 
 
+def shift_plan(plan: dict, offset: int) -> dict:
+    """A plan made on trajectory[offset:] (a reasoning block's content) in the trajectory's positions."""
+    if offset == 0:
+        return plan
+    bp = dict(plan["breakpoint"])
+    bp["cut_token"] += offset
+    bp["token"] += offset
+    return {**plan, "spans": [(a + offset, b + offset) for a, b in plan["spans"]], "breakpoint": bp}
+
+
 def step_texts(pieces: list[str], spans) -> list[str]:
     return ["".join(pieces[a:b]) for a, b in spans]
 
@@ -91,6 +102,7 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
     with engine_for(cfg.teacher, engine) as engine:
         params = sampling_params(cfg)
         stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+        fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
         # Restarts of one problem share one hinted prompt: identical continuations across its sources are
         # duplicates too (kept in the store, flagged, never counted or trained on).
         seen_by_problem: dict[str, set[tuple]] = defaultdict(set)
@@ -107,10 +119,17 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                 if scored_entropy:  # not recorded while sampling: one teacher-forced pass
                     ent = engine.score(prob["prompt_ids"], traj).entropy
                 t_loc = time.time()
-                plan = plan_cut(traj, ent, engine.tokenizer, g, answer=prob["answer"], question=prob["question"],
+                # A reasoning trace is cut inside its reasoning block: steps, entropy, surges and the
+                # window are those of the block's content [r0, r1); token positions are shifted back.
+                r0, r1 = reasoning.spans(traj, engine.tokenizer, fmt).reasoning if fmt.enabled else (0, len(traj))
+                plan = plan_cut(traj[r0:r1], ent[r0:r1], engine.tokenizer, g, answer=prob["answer"],
+                                question=prob["question"],
                                 source_seed=stable_seed(g.locator_seed, s["key"], "locator"), engine=engine,
-                                prompt_ids=prob["prompt_ids"], params=params,
-                                verify=lambda text: verifier.check(text, prob["answer"], prob.get("meta")).correct)
+                                prompt_ids=prob["prompt_ids"] + traj[:r0], params=params,
+                                verify=lambda text: verifier.check(reasoning.answer_text(text, fmt) or "",
+                                                                   prob["answer"], prob.get("meta")).correct)
+                cut_in_block = plan["breakpoint"]["cut_token"]
+                plan = shift_plan(plan, r0)
                 loc = plan["locator"]
                 if scored_entropy and (g.locator == "entropy" or loc["fallback"]):
                     loc["cost"]["forced"] += len(traj)
@@ -124,14 +143,14 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                 [conts] = engine.generate([prob["prompt_ids"] + prefix + hint], params, n=g.continuations,
                                           record_entropy=False, seeds=[seed])
                 # Every kept token is checked, a partial step kept by a token-level cut included.
-                cut = bp["cut_token"]
-                prefix_steps = ["".join(plan["pieces"][a:min(b, cut)]) for a, b in plan["spans"] if a < cut]
+                prefix_steps = ["".join(plan["pieces"][a - r0:min(b, r0 + cut_in_block) - r0])
+                                for a, b in plan["spans"] if a < r0 + cut_in_block]
                 # A restart has nothing to reflect on: its training text is the continuation alone.
                 mode = "strip" if bp["restart"] and g.hint_mode == "reflection" else g.hint_mode
                 seen = seen_by_problem.setdefault(pid, set()) if bp["restart"] else set()
                 records = []
                 for c_idx, c in enumerate(conts):
-                    v = verifier.check(c.text, prob["answer"], prob.get("meta"))
+                    v = verifier.check(reasoning.answer_text(c.text, fmt) or "", prob["answer"], prob.get("meta"))
                     train, replaced = training_ids(prefix, hint, c.token_ids, mode, reflection)
                     cont_ids, _ = strip_stop(c.token_ids, None, stop)
                     cont_pieces = token_pieces(engine.tokenizer, cont_ids)
@@ -146,6 +165,7 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
                         "source_key": s["key"], "source_pred": s["pred"], "answer": prob["answer"],
                         "n_source_tokens": len(traj), "step_spans": plan["spans"], "step_entropy": plan["step_entropy"],
                         "surges": plan["surges"], "breakpoint": bp, "window": g.window, "backup": g.backup,
+                        "reasoning_span": [r0, r1] if fmt.enabled else None,
                         # Per source trajectory (repeated on each of its continuations, counted once).
                         "locator": g.locator, "locator_info": loc,
                         "cut_token": bp["cut_token"], "restart": bp["restart"],

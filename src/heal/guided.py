@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from heal import reasoning
 from heal.config import RunConfig, echo_config
 from heal.rundir import writes_run
 from heal.engines import engine_for
@@ -39,6 +40,7 @@ def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
     with engine_for(cfg.teacher, engine) as engine:
         params = sampling_params(cfg)
         stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
+        fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
         bar = tqdm(total=len(targets) * gc.samples, initial=len(targets) * gc.samples - len(todo), unit="sample",
                    desc="hint", disable=not progress)
         t0, n_tok = time.time(), 0
@@ -50,13 +52,13 @@ def run_guided(cfg: RunConfig, engine=None, progress: bool = True, log=print) ->
                 for pid, _ in items:
                     p = problems[pid]
                     text = gc.template.format(question=p["question"], answer=p["answer"])
-                    hinted.append(chat_prompt_ids(engine.tokenizer, text, cfg.prompt.system))
+                    hinted.append(chat_prompt_ids(engine.tokenizer, text, cfg.prompt.system, fmt.template_kwargs))
                 seeds = [stable_seed(params.seed, pid, "guided") + j for pid, j in items]
                 comps = engine.generate(hinted, params, n=1, record_entropy=False, seeds=seeds)
                 records = []
                 for (pid, j), hinted_ids, [c] in zip(items, hinted, comps):
                     p = problems[pid]
-                    v = verifier.check(c.text, p["answer"], p.get("meta"))
+                    v = verifier.check(reasoning.answer_text(c.text, fmt) or "", p["answer"], p.get("meta"))
                     ids, _ = strip_stop(c.token_ids, None, stop)
                     pieces = token_pieces(engine.tokenizer, ids)
                     check = check_steps(step_texts(pieces, step_spans_from_pieces(pieces)), p["answer"], p["question"])

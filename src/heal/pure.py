@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from heal import reasoning
 from heal.config import RunConfig, echo_config
 from heal.rundir import writes_run
 from heal.entropy import step_spans_from_pieces, token_pieces
@@ -112,37 +113,57 @@ def verdict(rec: dict, cfg) -> tuple[bool, str]:
     return True, "accepted"
 
 
+def reasoning_steps(ids: list[int], pieces: list[str], tokenizer, fmt: reasoning.Format):
+    """(steps, answer token span): on a reasoning trace the steps are those of the reasoning block
+    (clipped at its end tag) and the answer span is the last \\boxed{} after the block; otherwise
+    every step and the last \\boxed{} anywhere."""
+    all_spans = step_spans_from_pieces(pieces)
+    if not fmt.enabled:
+        return all_spans, answer_token_span(pieces)
+    sp = reasoning.spans(ids, tokenizer, fmt)
+    r0, r1 = sp.reasoning
+    steps = [(max(a, r0), min(b, r1)) for a, b in all_spans if b > r0 and a < r1 and min(b, r1) > max(a, r0)]
+    ans = None
+    if sp.answer:
+        local = answer_token_span(pieces[sp.answer[0]:])
+        ans = (local[0] + sp.answer[0], local[1] + sp.answer[0]) if local else None
+    return steps, ans
+
+
 def score_candidate(scorer, prompt_ids: list[int], training_ids: list[int], scored_from: int, answer: str,
-                    s_ref: float | None, stop: set[int], eps: float) -> dict:
+                    s_ref: float | None, stop: set[int], eps: float, fmt: reasoning.Format = reasoning.NONE) -> dict:
     """Teacher-forced pass over one training completion; the PURE numbers for its steps from
     token `scored_from` on (the end of the replaced hint span; 0 for guided samples). Without a
     reference (no Stage 0 trajectory scored), S_ref falls back to the prefix's steps; with no
-    prefix either, rho_step stays None and the verdict rejects."""
+    prefix either, rho_step stays None and the verdict rejects. On a reasoning trace (`fmt`) the
+    steps are the reasoning block's and U is read over the \\boxed{} answer after it."""
     ids, _ = strip_stop(list(training_ids), None, stop)
     nll = [-x for x in scorer.score(prompt_ids, ids).logprobs]
     pieces = token_pieces(scorer.tokenizer, ids)
-    all_spans = step_spans_from_pieces(pieces)
+    all_spans, answer_span = reasoning_steps(ids, pieces, scorer.tokenizer, fmt)
     spans = [sp for sp in all_spans if sp[0] >= scored_from]
     ref_source = "stage0"
     if s_ref is None:
         prefix = step_nll(nll, [sp for sp in all_spans if sp[1] <= scored_from and sp[0] < scored_from])
         s_ref, ref_source = (float(np.mean(prefix)), "prefix") if prefix else (None, "none")
-    out = pure_scores(nll, spans, answer_token_span(pieces), s_ref if s_ref is not None else float("nan"), eps)
+    out = pure_scores(nll, spans, answer_span, s_ref if s_ref is not None else float("nan"), eps)
     if s_ref is None:
         out.update(S_ref=None, rho_step=None)
     out["S_ref_source"] = ref_source
     return out
 
 
-def reference_nll(scorer, prompt_ids: list[int], trajectories: list[list[int]], stop: set[int]) -> float | None:
-    """S_ref: mean over trajectories of their mean step NLL under the scorer."""
+def reference_nll(scorer, prompt_ids: list[int], trajectories: list[list[int]], stop: set[int],
+                  fmt: reasoning.Format = reasoning.NONE) -> float | None:
+    """S_ref: mean over trajectories of their mean step NLL under the scorer (reasoning steps only
+    on reasoning traces, as the candidates are scored)."""
     vals = []
     for traj in trajectories:
         ids, _ = strip_stop(list(traj), None, stop)
         if not ids:
             continue
         nll = [-x for x in scorer.score(prompt_ids, ids).logprobs]
-        ls = step_nll(nll, step_spans_from_pieces(token_pieces(scorer.tokenizer, ids)))
+        ls = step_nll(nll, reasoning_steps(ids, token_pieces(scorer.tokenizer, ids), scorer.tokenizer, fmt)[0])
         if ls:
             vals.append(float(np.mean(ls)))
     return float(np.mean(vals)) if vals else None
@@ -204,16 +225,17 @@ def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) ->
     bar = tqdm(total=len(cands), initial=len(cands) - len(todo), unit="cand", desc="filter", disable=not progress)
     try:
         stop = set(getattr(scorer, "eos", [])) if scorer is not None else set()
+        fmt = reasoning.resolve(cfg.teacher.reasoning, scorer.tokenizer) if scorer is not None else reasoning.NONE
         for c in todo:
             pid, prob = c["problem_id"], problems[c["problem_id"]]
             if pid not in ref_cache:
                 trajs = [s["token_ids"] for s in by_problem.get(pid, [])]
-                ref_cache[pid] = reference_nll(scorer, prob["prompt_ids"], trajs, stop)
+                ref_cache[pid] = reference_nll(scorer, prob["prompt_ids"], trajs, stop, fmt)
                 refs.append([{"key": f"{name}|{pid}", "S_ref": ref_cache[pid], "n_trajectories": len(trajs)}])
             text = c["continuation"]
             pre = prefilter(text, prob["answer"], cfg.pure)
             scores = score_candidate(scorer, prob["prompt_ids"], c["training_ids"], c["replaced_span"][1],
-                                     prob["answer"], ref_cache[pid], stop, cfg.pure.eps)
+                                     prob["answer"], ref_cache[pid], stop, cfg.pure.eps, fmt)
             rec = {"key": c["key"], "problem_id": pid, "kind": c["kind"], "prefilter": pre, **scores,
                    "correct": c["correct"], "derivation_ok": c["derivation_ok"], "restart": c.get("restart", True),
                    "scorer": name}
