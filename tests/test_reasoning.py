@@ -216,3 +216,71 @@ def test_pure_scores_reasoning_steps_and_the_answer_after_the_block(smollm2):
     assert "".join(pieces[ans[0]:ans[1]]) == "5"  # the box after the block, not the one inside it
     plain_steps, plain_ans = reasoning_steps(ids, pieces, tok, reasoning.NONE)
     assert len(plain_steps) == 4 and "".join(pieces[plain_ans[0]:plain_ans[1]]) == "5"
+
+
+PREFILL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<jupyter_start>\n{% endif %}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefill", [False, True], ids=["model-writes-start-tag", "template-prefills-start-tag"])
+def test_reasoning_run_through_every_stage(tmp_path, tiny_model_dir, prefill):
+    """sample -> hint -> repair -> filter -> train -> eval -> report on a tiny model whose outputs are
+    reasoning traces: Stage 0's samples are replaced by hand-made traces (a random model writes none),
+    every later stage runs for real on them."""
+    import json
+    import shutil
+
+    from test_gear_e2e import QUIET, _cfg
+    from transformers import AutoTokenizer
+
+    from heal.pipeline import run_pipeline
+    from heal.sample import run_sample, summarize
+    from heal.store import atomic_write_jsonl, read_jsonl
+
+    model = tmp_path / "tiny-reasoner"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    if prefill:
+        tok.chat_template = PREFILL_TEMPLATE
+        tok.save_pretrained(model)
+    problems = [{"id": f"p{i}", "question": f"What is {i} + {i + 2}?", "answer": str(2 * i + 2)} for i in range(4)]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"id": f"t{i}", "question": f"Add {i} and 9.", "answer": str(i + 9)}) + "\n"
+                            for i in range(2)))
+    tags = {k: v for k, v in TAGS.items() if k != "prefilled"}  # the pre-fill is read from the template
+    cfg = _cfg(tmp_path, str(model), "hf", problems,
+               {"teacher": {"reasoning": tags}, "sample": {"k": 2},
+                "gear": {"skip_truncated": False, "max_trajectories": 1, "continuations": 1},
+                "guided": {"samples": 1}, "pure": {"threshold": 100.0},
+                "sampling": {"max_new_tokens": 8},
+                "train": {"student": str(model), "methods": ["sft_rs", "heal"], "batch_size": 2, "progress": False,
+                          "stages": {k: {"epochs": 1, "learning_rate": 1e-4} for k in ("I", "II", "III")},
+                          "single": {"epochs": 1, "learning_rate": 1e-4}},
+                "eval": {"data": {"source": str(test)}, "n_samples": 1, "greedy": False}})
+    run_sample(cfg, **QUIET)
+    start = "" if prefill else "<jupyter_start>"
+    samples = []
+    for r in read_jsonl(tmp_path / "run" / "samples.jsonl"):
+        i, j = int(r["problem_id"][1:]), r["sample_index"]
+        right = j == 0 and i < 2  # p0, p1 solved once; p2, p3 corner
+        value = 2 * i + 2 if right else 2 * i + 3
+        text = f"{start}\n{i} + {i + 2} = {value}\n\nChecked.<jupyter_text>\n\nSo \\boxed{{{value}}}"
+        ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+        samples.append({**r, "text": text, "token_ids": ids, "entropy": [0.5] * len(ids), "correct": right,
+                        "pred": str(value), "truncated": False})
+    atomic_write_jsonl(tmp_path / "run" / "samples.jsonl", samples)
+    summarize(cfg, tmp_path / "run", list(read_jsonl(tmp_path / "run" / "problems.jsonl")))
+    report = run_pipeline(cfg, **QUIET)
+    run = tmp_path / "run"
+    assert report.exists() and (run / "eval" / "summary.json").exists()
+    reps = list(read_jsonl(run / "repairs.jsonl"))
+    assert reps and all(r["reasoning_span"] is not None for r in reps)
+    assert all(r["reasoning_span"][0] == (0 if prefill else 1) for r in reps)
+    # The hint sits inside the block: after the start tag, before the block's end.
+    assert all(r["reasoning_span"][0] <= r["hint_span"][0] <= r["reasoning_span"][1] for r in reps)
+    d1 = list(read_jsonl(run / "data" / "D1.jsonl"))
+    assert len(d1) == 2 and all(("<jupyter_start>" in ex["completion"]) != prefill for ex in d1)
+    stage = json.loads((run / "checkpoints" / "heal" / "stage-I" / "heal_stage.json").read_text())
+    assert stage["examples"] == 2
