@@ -48,6 +48,6 @@ def hf_smollm2(smollm2):
 def llamacpp_smollm2(smollm2, hf_smollm2):
     from heal.engines.llamacpp import LlamaCppEngine
 
-    eng = LlamaCppEngine(smollm2.gguf, tokenizer=hf_smollm2.tokenizer, n_ctx=1024, threads=2)
+    eng = LlamaCppEngine(smollm2.gguf, tokenizer=hf_smollm2.tokenizer, n_ctx=1024)  # threads: the default, the cores not busy
     yield eng
     eng.close()

@@ -145,7 +145,7 @@ def test_hf_n_samples_and_stop_handling(tiny):
 def llamacpp_parallel(smollm2, hf_smollm2):
     from heal.engines.llamacpp import LlamaCppEngine
 
-    eng = LlamaCppEngine(smollm2.gguf, tokenizer=hf_smollm2.tokenizer, n_ctx=512, threads=2, parallel=3)
+    eng = LlamaCppEngine(smollm2.gguf, tokenizer=hf_smollm2.tokenizer, n_ctx=512, parallel=3)
     yield eng
     eng.close()
 

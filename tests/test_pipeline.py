@@ -19,7 +19,7 @@ def test_heal_run_end_to_end(tmp_path, smollm2, tiny_model_dir):
     ask = "\nGive a short derivation, then end with a line 'Answer: <number>'."
     cfg = {
         "output_dir": str(tmp_path / "run"),
-        "teacher": {"model": "smollm2-135m", "engine": "llamacpp", "n_ctx": 1024, "threads": 2, "parallel": 2},
+        "teacher": {"model": "smollm2-135m", "engine": "llamacpp", "n_ctx": 1024, "parallel": 2},
         "data": {"source": str(tmp_path / "train.jsonl")},
         "prompt": {"template": "{question}" + ask},
         "sampling": {"max_new_tokens": 48, "temperature": 0.8},
