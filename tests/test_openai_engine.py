@@ -29,7 +29,7 @@ def _free_port() -> int:
 
 def start_server(gguf: str, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
+                             "--port", str(port), "--n_ctx", "1024", "--n_threads", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
