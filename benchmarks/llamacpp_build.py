@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--busy", default="0,2", help="busy-loop processes beside the measurement")
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--out", default=None, help="results file (default: results/llamacpp-build-MODEL.json)")
     ap.add_argument("--reps", type=int, default=2, help="repetitions, builds interleaved; the median is reported")
     args = ap.parse_args()
     from heal.models import resolve
@@ -112,7 +113,7 @@ def main() -> None:
     out = {"model": args.model, "cpu": cpu(), "python": platform.python_version(),
            "load_before": os.getloadavg(), "prompt_tokens": args.prompt_tokens, "decode_tokens": args.decode_tokens,
            "command": "python benchmarks/llamacpp_build.py " + " ".join(sys.argv[1:]), "rows": rows, "runs": raw}
-    path = Path(__file__).parent / "results" / f"llamacpp-build-{args.model}.json"
+    path = Path(args.out) if args.out else Path(__file__).parent / "results" / f"llamacpp-build-{args.model}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"| build | threads | busy processes | prompt tok/s | decode tok/s |\n|---|---|---|---|---|")
     for r in rows:
