@@ -99,6 +99,45 @@ def source_first_false(tok, problems, samples_by_key) -> dict[str, int | None]:
     return out
 
 
+def judge_step_auroc(tok, recs: list[dict], samples_by_key: dict) -> dict:
+    """Does the teacher's verdict margin single out false steps? AUROC of margin_k for steps holding
+    a false equation (the step checker's, each step alone) against steps whose equations all hold."""
+    from heal.stepcheck import equations
+
+    stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+    per_source: list[tuple[list[float], list[float]]] = []
+    seen = set()
+    for r in recs:
+        if r["source_key"] in seen or not r.get("locator_info", {}).get("scores"):
+            continue
+        seen.add(r["source_key"])
+        ids, _ = strip_stop(samples_by_key[r["source_key"]]["token_ids"], None, stop)
+        pieces = token_pieces(tok, ids)
+        f_, t_ = [], []
+        for text, m in zip(step_texts(pieces, step_spans_from_pieces(pieces)), r["locator_info"]["scores"]):
+            eqs = equations(text)
+            if eqs:
+                (t_ if all(e.ok for e in eqs) else f_).append(m)
+        per_source.append((f_, t_))
+
+    def auc(src):
+        fm = [m for f_, _ in src for m in f_]
+        tm = [m for _, t_ in src for m in t_]
+        if not fm or not tm:
+            return float("nan")
+        return sum((f > t) + 0.5 * (f == t) for f in fm for t in tm) / (len(fm) * len(tm))
+
+    rng = np.random.default_rng(0)
+    boots = np.asarray([auc([per_source[i] for i in rng.integers(len(per_source), size=len(per_source))])
+                        for _ in range(BOOT)]) if per_source else np.asarray([])
+    boots = boots[~np.isnan(boots)]
+    point = auc(per_source) if per_source else float("nan")
+    return {"false_steps": sum(len(f_) for f_, _ in per_source), "true_steps": sum(len(t_) for _, t_ in per_source),
+            "sources": len(per_source), "auroc": None if point != point else round(point, 3),
+            # bootstrap over source trajectories (steps of one trajectory move together)
+            "auroc_ci95": [round(float(np.percentile(boots, q)), 3) for q in (2.5, 97.5)] if len(boots) else None}
+
+
 def per_problem(recs: list[dict], first_false: dict) -> dict[str, dict]:
     """Per problem: continuations, answer-correct, verified, teacher tokens (continuations, locator),
     and per source whether the cut keeps only steps the checker accepts."""
@@ -235,7 +274,8 @@ def stage_report():
                "main": {"locators": cheap, "problems": len(main_pids),
                         "rows": table_for(cheap + ["guided restarts", "plain sampling"], main_pids, rows, rng)},
                "rollout": {"locators": ["entropy", "rollout"], "problems": len(roll_pids),
-                           "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}}}
+                           "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}},
+           "judge_margin_auroc_false_steps": judge_step_auroc(tok, recs["judge"], samples_by_key)}
     res = ROOT / "docs" / "results"
     atomic_write_text(res / "locator-probe.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(res / "locator-probe.md", markdown(out))
@@ -277,6 +317,12 @@ def markdown(out: dict) -> str:
                          f"({e['loc_generated']:,} / {e['loc_forced']:,}) | {e['verified_per_1k_tokens']} "
                          f"[{ci[0]}, {ci[1]}] | {ratio} | {e.get('clean_cut_share', '-')} | {e.get('restart_share', '-')} |")
         lines.append("")
+    j = out.get("judge_margin_auroc_false_steps") or {}
+    if j.get("auroc") is not None:
+        lines += [f"The judge's verdict margin, log p(incorrect) - log p(correct), scores the {j['false_steps']} steps "
+                  f"holding a false equation above the {j['true_steps']} steps whose equations hold with AUROC "
+                  f"{j['auroc']} (95% CI {j['auroc_ci95'][0]}-{j['auroc_ci95'][1]}, bootstrap over its {j['sources']} "
+                  f"source trajectories; 0.5: no better than chance).", ""]
     return "\n".join(lines)
 
 
