@@ -39,3 +39,23 @@ def test_atomic_write_replaces_whole(tmp_path):
     atomic_write_text(p, "one")
     atomic_write_text(p, "two")
     assert p.read_text() == "two" and [f.name for f in p.parent.iterdir()] == ["t.txt"]
+
+
+def test_per_token_floats_are_stored_as_float16_and_read_back_as_lists(tmp_path):
+    import math
+
+    from heal.store import JsonlStore, pack_f16, read_jsonl
+
+    values = [0.0, 0.12345, 2.5, 11.9, -0.0003, -23.75, -math.inf]
+    store = JsonlStore(tmp_path / "s.jsonl")
+    store.append([{"key": "a", "entropy": pack_f16(values), "logprobs": None},
+                  {"key": "b", "entropy": [0.1, 0.2]}])  # a record written before packing: unchanged
+    a, b = list(JsonlStore(tmp_path / "s.jsonl"))
+    assert b["entropy"] == [0.1, 0.2] and a["logprobs"] is None
+    assert len(a["entropy"]) == len(values) and a["entropy"][-1] == -math.inf
+    for got, want in zip(a["entropy"][:-1], values[:-1]):
+        assert abs(got - want) <= 1e-3 * max(1.0, abs(want))
+    assert list(read_jsonl(tmp_path / "s.jsonl"))[0]["entropy"] == a["entropy"]
+    line = (tmp_path / "s.jsonl").read_text().splitlines()[0]
+    assert len(pack_f16([0.5] * 3000)["f16"]) == 8000  # 2 bytes a token: 6,000 bytes, 8,000 in base64
+    assert '"f16"' in line

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from heal.config import RunConfig, echo_config
 from heal.problems import Problem
-from heal.store import JsonlStore
+from heal.store import JsonlStore, read_store
 
 
 def merge_shards(run_dir: Path, store: JsonlStore, log=print) -> int:
@@ -31,8 +31,8 @@ def merge_shards(run_dir: Path, store: JsonlStore, log=print) -> int:
     many records were added. Safe to repeat at any point (keys make it idempotent)."""
     added = 0
     for shard in sorted((run_dir / "shards").glob("samples.*.jsonl")):
-        part = JsonlStore(shard)  # drops a line a killed worker left half-written
-        added += store.append(list(part))
+        JsonlStore(shard)  # drops a line a killed worker left half-written
+        added += store.append(list(read_store(shard, unpack=False)))  # records as stored (floats packed)
         shard.unlink()
     if added:
         log(f"merged {added} samples from worker shards into {store.path}")
@@ -71,14 +71,14 @@ class ShardWorker:
 def ray_sample(cfg: RunConfig, problems: list[Problem] | None = None, progress: bool = True, log=print) -> dict:
     import ray
 
-    from heal.sample import _check_config, _prepare_problems, summarize, todo_items
+    from heal.sample import _check_config, _prepare_problems, load_run_problems, summarize, todo_items
 
     lc = cfg.launcher
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(cfg, run_dir)
     echo_config(cfg, run_dir)
-    rows = _prepare_problems(cfg, run_dir, _load_tokenizer(cfg.teacher), problems, log)
+    rows = _prepare_problems(cfg, run_dir, _load_tokenizer(cfg.teacher), load_run_problems(cfg, problems, log), log)
     store = JsonlStore(run_dir / "samples.jsonl")
     merge_shards(run_dir, store, log)  # what a crashed run left in its shards
     todo = todo_items(cfg, rows, store)

@@ -26,7 +26,7 @@ from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal import reasoning
 from heal.problems import Problem, from_config
 from heal.rundir import RunMismatch, changed_settings, writes_run  # noqa: F401  (re-exported)
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl, read_store
 from heal.verify import Verifier, check_gold
 
 
@@ -40,11 +40,6 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
     s = cfg.sampling
     return SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                           max_new_tokens=s.max_new_tokens, seed=s.seed)
-
-
-def _round(values: list[float] | None, digits: int = 5) -> list[float] | None:
-    """Per-token floats at 1e-5 nat: far below any effect we measure, half the bytes on disk."""
-    return None if values is None else [round(v, digits) for v in values]
 
 
 def tier_of(n_correct: int, k: int, solved_min_pass: float = 0.5, corner_max_correct: int = 1) -> str:
@@ -216,7 +211,7 @@ def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: Js
                     "key": f"{r['id']}/{j}", "problem_id": r["id"], "sample_index": j, "stage": "sample",
                     "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
                     "finish_reason": c.finish_reason, "truncated": c.truncated,
-                    "logprobs": _round(c.logprobs), "entropy": _round(c.entropy), "entropy_kind": c.entropy_kind,
+                    "logprobs": pack_f16(c.logprobs), "entropy": pack_f16(c.entropy), "entropy_kind": c.entropy_kind,
                     "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
                     "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name,
                     "sampling": asdict(params),

@@ -17,6 +17,7 @@ a store written before the lock existed never counts a record twice.
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
 import json
@@ -116,9 +117,30 @@ def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _parsed(path) -> Iterator[tuple[int, dict]]:
+def pack_f16(values) -> dict | None:
+    """Per-token floats (entropy, log-probs) as float16 bytes in base64: 2 bytes a token (2.7 in the
+    file) instead of ~9 for a JSON float, at a relative error under 1e-3, far below any effect GEAR or
+    PURE measures. Readers of the store unpack it (`{"f16": ...}` becomes the list again)."""
+    if values is None:
+        return None
+    import numpy as np
+
+    return {"f16": base64.b64encode(np.asarray(values, dtype=np.float16).tobytes()).decode("ascii")}
+
+
+def _unpack(rec: dict) -> dict:
+    for key, value in rec.items():
+        if isinstance(value, dict) and len(value) == 1 and "f16" in value:
+            import numpy as np
+
+            rec[key] = np.frombuffer(base64.b64decode(value["f16"]), dtype=np.float16).astype(float).tolist()
+    return rec
+
+
+def _parsed(path, unpack: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, object) of a JSONL file; bad JSON, bad UTF-8 or a non-object is a StoreError
-    naming file:line. Lines are decoded one by one so the error can say which line."""
+    naming file:line. Lines are decoded one by one so the error can say which line. `unpack`:
+    packed per-token floats become lists (off to copy records as they are stored)."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -133,7 +155,7 @@ def _parsed(path) -> Iterator[tuple[int, dict]]:
                 raise StoreError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(rec, dict):
                 raise StoreError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
+            yield lineno, _unpack(rec) if unpack else rec
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
@@ -142,19 +164,19 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         yield rec
 
 
-def _lines(path) -> Iterator[tuple[int, dict]]:
+def _lines(path, unpack: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, record) of a store; a record without a string `key` is a StoreError naming its line."""
-    for lineno, rec in _parsed(path):
+    for lineno, rec in _parsed(path, unpack):
         if not isinstance(rec.get("key"), str):
             raise StoreError(f"{path}:{lineno}: a store record needs a string 'key'")
         yield lineno, rec
 
 
-def read_store(path: str | os.PathLike) -> Iterator[dict]:
+def read_store(path: str | os.PathLike, unpack: bool = True) -> Iterator[dict]:
     """A store's records, each key once (the first written wins: the later copies are what a second
     writer duplicated before runs were locked). Malformed lines raise StoreError with file:line."""
     seen: set[str] = set()
-    for _, rec in _lines(path):
+    for _, rec in _lines(path, unpack):
         if rec["key"] not in seen:
             seen.add(rec["key"])
             yield rec
@@ -169,7 +191,7 @@ class JsonlStore:
         self._repair_tail()
         self._keys: set[str] = set()
         if self.path.exists():
-            for _, rec in _lines(self.path):
+            for _, rec in _lines(self.path, unpack=False):
                 self._keys.add(rec["key"])
 
     def _repair_tail(self) -> None:
