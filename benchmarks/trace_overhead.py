@@ -41,7 +41,7 @@ def overhead(tok, ids: list[int], fmt) -> dict:
     from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces
     from heal.hints import text_ids, training_ids
     from heal.pure import reasoning_steps
-    from heal.store import JsonlStore
+    from heal.store import JsonlStore, pack_f16
 
     rng = random.Random(1)
     entropy = [round(rng.random() * 2, 5) for _ in ids]
@@ -66,16 +66,19 @@ def overhead(tok, ids: list[int], fmt) -> dict:
     reasoning_steps(train, token_pieces(tok, train), tok, fmt)
     t["pure_bookkeeping"] = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
-        rec = {"key": "p/0", "token_ids": ids, "text": tok.decode(ids), "entropy": entropy, "logprobs": logprobs}
+        # the record as Stage 0 writes it: ids, text, float16-packed entropy and log-probs
+        rec = {"key": "p/0", "token_ids": ids, "text": tok.decode(ids), "entropy": pack_f16(entropy),
+               "logprobs": pack_f16(logprobs)}
         t0 = time.perf_counter()
         store = JsonlStore(Path(d) / "s.jsonl")
         store.append([rec])
         back = list(JsonlStore(Path(d) / "s.jsonl"))
         t["store_write_read"] = time.perf_counter() - t0
-        assert back[0]["token_ids"] == ids
+        assert back[0]["token_ids"] == ids and len(back[0]["entropy"]) == len(ids)
         size = os.path.getsize(Path(d) / "s.jsonl")
+        entropy_bytes = len(json.dumps(rec["entropy"]))
     return {"tokens": len(ids), "seconds": t, "total_s": sum(t.values()), "bytes_per_token": size / len(ids),
-            "steps": len(spans)}
+            "entropy_bytes_per_token": entropy_bytes / len(ids), "steps": len(spans)}
 
 
 def decode_rate(gguf: str, n: int) -> float:
@@ -117,12 +120,13 @@ def main() -> None:
     path = Path(__file__).parent / "results" / "trace-overhead.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print("| tokens | pieces s | steps+spans s | breakpoint+hint s | PURE bookkeeping s | store w+r s | total s | "
-          "teacher decode s | share | bytes/token |\n|---|---|---|---|---|---|---|---|---|---|")
+          "teacher decode s | share | bytes/token | entropy bytes/token |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["seconds"]
         print(f"| {r['tokens']} | {s['pieces']:.3f} | {s['steps_and_spans']:.3f} | {s['breakpoint_and_hint']:.3f} | "
               f"{s['pure_bookkeeping']:.3f} | {s['store_write_read']:.3f} | {r['total_s']:.3f} | "
-              f"{r['teacher_decode_s']:.0f} | {r['share_of_decode']:.2%} | {r['bytes_per_token']:.1f} |")
+              f"{r['teacher_decode_s']:.0f} | {r['share_of_decode']:.2%} | {r['bytes_per_token']:.1f} | "
+              f"{r['entropy_bytes_per_token']:.2f} |")
     print(f"\nllama.cpp decode {rate:.1f} tok/s (1 thread); results: {path}")
 
 
