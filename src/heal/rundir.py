@@ -36,10 +36,11 @@ class RunDirError(RuntimeError):
 OUTPUT_NEUTRAL = {"threads", "batch_size", "device", "api_key_env", "concurrency", "max_retries", "timeout_s",
                   "tensor_parallel_size", "data_parallel_size", "base_url"}
 
-# What each stage reads of Stage 0's pinned settings (sample pins them itself).
+# What Stage 0 pins (RUN/sample_config.json), and what each later stage reads of it.
+PINNED_SECTIONS = ("teacher", "prompt", "sampling")
 STAGE_PINS = {
-    "hint": ("teacher", "prompt", "sampling"),
-    "repair": ("teacher", "prompt", "sampling"),
+    "hint": PINNED_SECTIONS,
+    "repair": PINNED_SECTIONS,
     "filter": ("teacher", "prompt"),  # the default scorer is the teacher; prompts are its token ids
     "train": ("teacher", "prompt"),  # the teacher's tokenizer decodes the training text
     "eval": ("teacher",),  # eval pins its own sampling and prompt (eval/settings.json)

@@ -25,7 +25,8 @@ from heal.engines import engine_for
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal import reasoning
 from heal.problems import Problem, from_config
-from heal.rundir import RunMismatch, changed_settings, writes_run  # noqa: F401  (re-exported)
+from heal.rundir import (PINNED_SECTIONS, RunMismatch, changed_settings,  # noqa: F401  (RunMismatch re-exported)
+                         pinned_settings, writes_run)
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl, read_store
 from heal.verify import Verifier, check_gold
 
@@ -94,23 +95,16 @@ def _check_config(cfg: RunConfig, run_dir: Path) -> None:
     The settings Stage 0 sampled with are kept in RUN/sample_config.json, written once with the
     first sample (config.yaml is rewritten by every stage, so a later `heal train --set ...` must not
     move the reference). Runs from before that file fall back to config.yaml."""
-    import yaml
-
     new = cfg.model_dump(mode="json")
-    ref = run_dir / "sample_config.json"
     sampled = (run_dir / "samples.jsonl").exists() and (run_dir / "samples.jsonl").stat().st_size > 0
-    if ref.exists():
-        old = json.loads(ref.read_text())
-    elif sampled and (run_dir / "config.yaml").exists():
-        old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    else:
-        old = None
+    old = pinned_settings(run_dir)
     if old is not None and sampled:
-        if diff := changed_settings(old, new, ("teacher", "prompt", "sampling")):
+        if diff := changed_settings(old, new, PINNED_SECTIONS):
             raise RunMismatch(f"{run_dir} was sampled with different settings ({', '.join(diff)}); "
                               f"use another output_dir to sample with the new ones")
+    ref = run_dir / "sample_config.json"
     if not ref.exists() or not sampled:
-        atomic_write_text(ref, json.dumps({s: new[s] for s in ("teacher", "prompt", "sampling")}, indent=2) + "\n")
+        atomic_write_text(ref, json.dumps({s: new[s] for s in PINNED_SECTIONS}, indent=2) + "\n")
 
 
 def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from heal.entropy import token_pieces
+from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.store import StoreError, atomic_write_text, read_jsonl
 
 # What each artifact is and which command writes it: a missing one is named on the page with this.
@@ -49,28 +49,9 @@ token_pieces_linear = token_pieces
 
 
 def text_steps(text: str) -> list[tuple[int, int]]:
-    """Character spans of the steps of `text`: the rule of `entropy.step_spans_from_pieces` applied
-    with one character per piece (a step ends after a blank line; whitespace-only steps merge into
-    the step before), in one pass."""
-    spans: list[tuple[int, int]] = []
-    start, sep, content, prev_nl = 0, False, False, False
-    for i, ch in enumerate(text):
-        nl = ch == "\n"
-        sep = sep or (nl and prev_nl)
-        content = content or not ch.isspace()
-        prev_nl = nl
-        if sep and content:
-            spans.append((start, i + 1))
-            start, sep, content, prev_nl = i + 1, False, False, False
-        elif spans and sep and not content:
-            spans[-1] = (spans[-1][0], i + 1)
-            start, sep, content, prev_nl = i + 1, False, False, False
-    if start < len(text):
-        if content or not spans:
-            spans.append((start, len(text)))
-        else:
-            spans[-1] = (spans[-1][0], len(text))
-    return spans
+    """Character spans of the steps of `text`: `entropy.step_spans_from_pieces` with one character
+    per piece (one pass since that function keeps flags, not the step's text)."""
+    return step_spans_from_pieces(text)
 
 
 def load_tokenizer(run_dir: Path, spec: str = "auto"):
