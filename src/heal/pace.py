@@ -131,7 +131,7 @@ def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str
     was truncated (a cut-off text must not teach the student to stop there). The completion never
     goes through the chat template, which some templates (Qwen3) use to drop reasoning from
     assistant turns: heal's own mask keeps it."""
-    end = _end_of_turn(tok)
+    end = end_of_turn(tok)
     same_format = (teacher_format.enabled, teacher_format.prefilled, teacher_format.start, teacher_format.end) == \
         (student_format.enabled, student_format.prefilled, student_format.start, student_format.end)
     out = []
@@ -152,13 +152,16 @@ def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str
     return out
 
 
-def _end_of_turn(tok) -> int:
+def end_of_turn(tok) -> int:
     """The token that ends an assistant turn in the student's chat template."""
     for t in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
         tid = tok.convert_tokens_to_ids(t)
         if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id:
             return tid
     return tok.eos_token_id
+
+
+_end_of_turn = end_of_turn  # old private name, still imported by experiments/pure_calibration.py
 
 
 def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: RunConfig, stage: dict, seed: int,
