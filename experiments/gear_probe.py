@@ -17,27 +17,26 @@ Stages (each reads what the previous wrote; re-running skips what is done):
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from heal.config import load_config
-from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces, window_candidates
-from heal.gear import run_repair, select_failed, step_texts, strip_stop, summarize_repairs
+from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces
+from heal.gear import run_repair, step_texts, strip_stop, summarize_repairs
 from heal.guided import run_guided
-from heal.pace import _end_of_turn
-from heal.problems import load_problems
-from heal.pure import reference_nll, run_filter, score_candidate
+from heal.pure import reference_nll, run_filter
 from heal.sample import load_stage0, run_sample
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+
+# A sibling module (this script's folder is first on sys.path).
+from probe_common import (cut_at_breakpoint, failed_corner_trajectories, link_stage0, score_shortcut, shortcut_sources,
+                          stop_ids, write_problem_file)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "gear_probe.yaml"
@@ -63,27 +62,6 @@ def base_dir() -> Path:
     return ROOT / cfg().output_dir
 
 
-TASKS = [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),
-         # Parentheses stay allowed: without them reasoning-gym 0.1.25 computes left to right and its
-         # answers contradict operator precedence (the loader skips those).
-         ("basic_arithmetic", {"min_terms": 3, "max_terms": 4, "min_digits": 2, "max_digits": 3,
-                               "operators": ["+", "-", "*"]})]
-
-
-def write_problem_file(path: Path, size: int, seed: int, shuffle_seed: int) -> Path:
-    """`size` chain_sum + `size` basic_arithmetic problems (the method doc's sizes), shuffled, written once."""
-    if not path.exists():
-        rows = []
-        for task, params in TASKS:
-            skipped: list[str] = []
-            rows += [p.to_dict() for p in load_problems(f"reasoning_gym:{task}", size=size, seed=seed, params=params,
-                                                         skipped=skipped)]
-            assert not skipped, skipped
-        random.Random(shuffle_seed).shuffle(rows)
-        atomic_write_jsonl(path, rows)
-    return path
-
-
 def problems_file() -> Path:
     """The probe's problem set: 60 + 60, seed 2026."""
     return write_problem_file(ROOT / "experiments" / "data" / "gear_probe_problems.jsonl", 60, 2026, 0)
@@ -92,16 +70,6 @@ def problems_file() -> Path:
 def stage_sample():
     problems_file()
     run_sample(cfg(), progress=True)
-
-
-def failed_corner_trajectories(run: Path):
-    problems, by_problem, tiers = load_stage0(run)
-    c = cfg()
-    for pid, t in tiers.items():
-        if t["tier"] != "corner":
-            continue
-        for s in select_failed(by_problem[pid], c.gear.max_trajectories, c.gear.skip_truncated):
-            yield problems[pid], s
 
 
 def stage_breakpoints():
@@ -114,8 +82,8 @@ def stage_breakpoints():
     tok = AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
     rng = random.Random(0)
     rows = []
-    for prob, s in failed_corner_trajectories(run):
-        stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+    for prob, s in failed_corner_trajectories(run, cfg().gear):
+        stop = stop_ids(tok)
         ids, ent = strip_stop(s["token_ids"], s["entropy"], stop)
         pieces = token_pieces(tok, ids)
         spans = step_spans_from_pieces(pieces)
@@ -148,14 +116,6 @@ def setting_dir(window: str, backup: int) -> Path:
     return base_dir() / "gear" / f"{window}-b{backup}"
 
 
-def _link_stage0(dst: Path):
-    """Each setting's run directory sees the one Stage 0 through relative symlinks (read only)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json"):
-        if not (dst / name).exists():
-            os.symlink(os.path.relpath(base_dir() / name, dst), dst / name)
-
-
 def stage_repair(settings=None):
     from heal.engines import make_engine
 
@@ -163,7 +123,7 @@ def stage_repair(settings=None):
     try:
         for window, backup in settings or REPAIR_SETTINGS:
             d = setting_dir(window, backup)
-            _link_stage0(d)
+            link_stage0(base_dir(), d)  # each setting's run directory sees the one Stage 0
             c = cfg(**{"output_dir": str(d), "gear.window": window, "gear.backup": backup})
             t0 = time.time()
             only = None if (window, backup) == DEFAULT_SETTING else compare_problems()
@@ -198,32 +158,18 @@ def constructed_shortcuts(run: Path, scorer, limit: int = 60) -> list[dict]:
     """Broken prefix (the failed trajectory cut at its default breakpoint) followed straight by the
     boxed answer: a repair that only copies the hint. Scored exactly like real candidates."""
     c = cfg()
-    window, backup = DEFAULT_SETTING
-    problems, by_problem, _ = load_stage0(run)
+    _, by_problem, _ = load_stage0(run)
     out_store = JsonlStore(run / "shortcuts.jsonl")
     stop = set(scorer.eos)
     # reference.jsonl is keyed "<scorer>|<problem id>" (one scorer per run directory).
     refs = {r["key"].split("|", 1)[1]: r["S_ref"] for r in JsonlStore(setting_dir(*DEFAULT_SETTING) / "reference.jsonl")}
-    made = 0
-    for prob, s in failed_corner_trajectories(run):
-        if made >= limit:
-            break
-        made += 1
-        key = s["key"] + "/shortcut"
-        if key in out_store:
-            continue
-        ids, ent = strip_stop(s["token_ids"], s["entropy"], stop)
-        pieces = token_pieces(scorer.tokenizer, ids)
-        bp = find_breakpoint(ent, step_spans_from_pieces(pieces), window, backup, pieces)
-        refl = scorer.tokenizer(c.gear.reflection, add_special_tokens=False)["input_ids"]
-        tail = scorer.tokenizer(f"So the final answer is \\boxed{{{prob['answer']}}}.", add_special_tokens=False)["input_ids"]
-        prefix = ids[: bp.cut_token]
-        train = prefix + refl + tail + [_end_of_turn(scorer.tokenizer)]
+    for key, prob, s in shortcut_sources(run, c.gear, out_store, "/shortcut", limit):
+        ids, cut = cut_at_breakpoint(scorer.tokenizer, s, stop, *DEFAULT_SETTING)
         pid = prob["id"]
         if pid not in refs:
             refs[pid] = reference_nll(scorer, prob["prompt_ids"], [x["token_ids"] for x in by_problem[pid]], stop)
-        sc = score_candidate(scorer, prob["prompt_ids"], train, len(prefix) + len(refl), prob["answer"], refs[pid],
-                             stop, c.pure.eps)
+        sc = score_shortcut(scorer, prob, ids[:cut], c.gear.reflection, f"So the final answer is \\boxed{{{prob['answer']}}}.",
+                            refs[pid], stop, c.pure.eps)
         out_store.append([{"key": key, "problem_id": pid, "kind": "shortcut", **sc}])
     return list(out_store)
 
@@ -232,9 +178,10 @@ def stage_filter():
     from heal.pure import make_scorer
 
     d = setting_dir(*DEFAULT_SETTING)
-    # Guided samples live in the base run; PURE scores them next to the default setting's repairs.
-    if (base_dir() / "guided.jsonl").exists() and not (d / "guided.jsonl").exists():
-        shutil.copy(base_dir() / "guided.jsonl", d / "guided.jsonl")
+    # Guided samples live in the base run; PURE scores them next to the default setting's repairs
+    # (linked: PURE only reads them).
+    if (base_dir() / "guided.jsonl").exists() and not os.path.lexists(d / "guided.jsonl"):
+        os.symlink(os.path.relpath(base_dir() / "guided.jsonl", d), d / "guided.jsonl")
     c = cfg(**{"output_dir": str(d)})
     scorer = make_scorer(c)
     try:

@@ -5,9 +5,10 @@
     python experiments/pace_experiment.py publish [--set ... | --overrides FILE]   # config, report, plots -> docs/results/<run>/
 
 Reuses the GEAR probe's teacher data (experiments/gear_probe.py must have run its sample, repair,
-baselines and filter stages): Stage 0, the default setting's repairs, the answer-guided samples and
-their PURE scores are copied into this run once; answer-guided samples for `hard` problems are added
-here, then PURE, PACE + baselines, evaluation (teacher and students, held-out problems) and the report.
+baselines and filter stages): its Stage 0 is linked into this run (relative symlinks, read only), the
+default setting's repairs, the answer-guided samples and their PURE scores are copied into it once;
+answer-guided samples for `hard` problems are added here, then PURE, PACE + baselines, evaluation
+(teacher and students, held-out problems) and the report.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import yaml
 
 from heal.config import load_config, parse_override
 
+# A sibling module (this script's folder is first on sys.path).
+from probe_common import link_stage0, write_problem_file
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "experiments" / "runs" / "gear-probe"
 PROBE_SETTING = PROBE / "gear" / "first_third_steps-b0"
@@ -31,17 +35,14 @@ PROBE_SETTING = PROBE / "gear" / "first_third_steps-b0"
 
 def heldout_file() -> Path:
     """80 held-out problems (40 + 40, seed 900000: far from the probe's seed 2026)."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from gear_probe import write_problem_file
-
     return write_problem_file(ROOT / "experiments" / "data" / "pace_heldout.jsonl", 40, 900_000, 1)
 
 
 def seed_run(run: Path) -> None:
-    """Copy the probe's teacher data into this run (once; later stages append to the copies)."""
-    run.mkdir(parents=True, exist_ok=True)
-    for src in [PROBE / n for n in ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json",
-                                    "sample_config.json", "config.yaml")] + \
+    """The probe's teacher data in this run, once: its Stage 0 linked (later stages only read it;
+    this experiment keeps the probe's sample settings), the rest copied (later stages append to it)."""
+    link_stage0(PROBE, run)
+    for src in [PROBE / n for n in ("sample_config.json", "config.yaml")] + \
                [PROBE_SETTING / n for n in ("repairs.jsonl", "guided.jsonl", "scored.jsonl", "reference.jsonl")]:
         if src.exists() and not (run / src.name).exists():
             shutil.copy(src, run / src.name)

@@ -41,8 +41,14 @@ for a, b in [("star", "sft_rs"), ("star", "heal"), ("heal_no_curriculum", "star"
         print(f"{a} - {b}: {paired(a, b)}")
 
 print("\ntraining (examples, steps, mean loss, last-5 loss per stage):")
-for meta in sorted((run / "checkpoints").glob("*/stage-*/heal_stage.json")):
+# The run's own stage records where its checkpoints are here; else the copies published with the
+# results (the checkpoints stay out of git): docs/results/pace-qwen0.5b/training/METHOD-stage-X.json.
+stages = [(m.parent.parent.name, m.parent.name, m) for m in sorted((run / "checkpoints").glob("*/stage-*/heal_stage.json"))]
+if not stages:
+    for m in sorted(Path("docs/results/pace-qwen0.5b/training").glob("*-stage-*.json")):
+        method, stage = m.stem.rsplit("-stage-", 1)
+        stages.append((method, f"stage-{stage}", m))
+for method, stage, meta in stages:
     t = json.loads(meta.read_text())
     c = t["loss_curve"]
-    print(meta.parent.parent.name, meta.parent.name, t["examples"], t["steps"], round(t["train_loss"], 3),
-          round(sum(c[-5:]) / len(c[-5:]), 3))
+    print(method, stage, t["examples"], t["steps"], round(t["train_loss"], 3), round(sum(c[-5:]) / len(c[-5:]), 3))

@@ -34,13 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from heal.config import load_config
-from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces
-from heal.gear import select_failed, step_texts, strip_stop
-from heal.pure import score_candidate, score_value
+from heal.entropy import step_spans_from_pieces, token_pieces
+from heal.gear import step_texts, strip_stop
+from heal.pure import score_value
 from heal.sample import load_stage0
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_text, read_jsonl
 from heal.verify import boxed_span
+
+# A sibling module (this script's folder is first on sys.path).
+from probe_common import cut_at_breakpoint, score_shortcut, shortcut_sources, stop_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "experiments" / "runs" / "gear-probe"
@@ -67,10 +70,6 @@ def tokenizer():
     from heal.models import resolve
 
     return AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
-
-
-def stop_ids(tok) -> set[int]:
-    return {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
 
 
 def relabel(rec: dict, prob: dict, source: dict | None, tok) -> bool:
@@ -104,41 +103,22 @@ def answer_swapped(tail_text: str, answer: str) -> str:
 
 
 def stage_shortcuts(limit: int = 60):
-    from heal.pace import _end_of_turn
     from heal.pure import make_scorer
 
     c = cfg()
-    problems, by_problem, tiers = load_stage0(PROBE)
     refs = {r["key"].split("|", 1)[1]: r["S_ref"] for r in JsonlStore(SETTING / "reference.jsonl")}
     store = JsonlStore(SHORTCUTS)
     scorer = make_scorer(c)
     try:
         tok = scorer.tokenizer
-        refl = tok(c.gear.reflection, add_special_tokens=False)["input_ids"]
-        made = 0
-        for pid, t in tiers.items():
-            if t["tier"] != "corner":
-                continue
-            for s in select_failed(by_problem[pid], c.gear.max_trajectories, c.gear.skip_truncated):
-                if made >= limit:
-                    return
-                made += 1
-                key = s["key"] + "/shortcut-same-span"
-                if key in store:
-                    continue
-                prob = problems[pid]
-                ids, ent = strip_stop(s["token_ids"], s["entropy"], stop_ids(tok))
-                pieces = token_pieces(tok, ids)
-                bp = find_breakpoint(ent, step_spans_from_pieces(pieces), "first_third_steps", 0, pieces)
-                prefix = ids[: bp.cut_token]
-                tail_text = answer_swapped(tok.decode(ids[bp.cut_token:], skip_special_tokens=True), prob["answer"])
-                tail = tok(tail_text, add_special_tokens=False)["input_ids"]
-                train = prefix + refl + tail + [_end_of_turn(tok)]
-                sc = score_candidate(scorer, prob["prompt_ids"], train, len(prefix) + len(refl), prob["answer"],
-                                     refs.get(pid), stop_ids(tok), EPS)
-                store.append([{"key": key, "problem_id": pid, "kind": "shortcut_same_span",
-                               "cut_token": bp.cut_token, "tail_text": tail_text, **sc}])
-                print(key, round(sc["rho_step"] or -1, 3), len(sc["l_steps"]), "steps", flush=True)
+        for key, prob, s in shortcut_sources(PROBE, c.gear, store, "/shortcut-same-span", limit):
+            ids, cut = cut_at_breakpoint(tok, s, stop_ids(tok), "first_third_steps", 0)
+            tail_text = answer_swapped(tok.decode(ids[cut:], skip_special_tokens=True), prob["answer"])
+            sc = score_shortcut(scorer, prob, ids[:cut], c.gear.reflection, tail_text, refs.get(prob["id"]),
+                                stop_ids(tok), EPS)
+            store.append([{"key": key, "problem_id": prob["id"], "kind": "shortcut_same_span",
+                           "cut_token": cut, "tail_text": tail_text, **sc}])
+            print(key, round(sc["rho_step"] or -1, 3), len(sc["l_steps"]), "steps", flush=True)
     finally:
         scorer.close()
 
