@@ -33,12 +33,9 @@ from heal import reasoning
 from heal.engines.base import chat_prompt_ids
 from heal.pure import verdict
 from heal.sample import load_stage0
-from heal.rundir import writes_run
+from heal.rundir import output_settings, writes_run
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 
-# Train settings that do not change what a stage learns (what to train, progress bars, speed, memory,
-# mid-stage saves): changing them reuses finished stages.
-NOT_IN_FINGERPRINT = {"methods", "progress", "gradient_checkpointing", "save_steps"}
 
 METHODS: dict[str, list[list[str]]] = {
     "heal": [["D1"], ["D1", "D2"], ["D1", "D2", "D3"]],
@@ -334,6 +331,24 @@ def stage_plan(method: str, sizes: dict[str, int], cfg: RunConfig) -> list[dict]
     return plan
 
 
+def train_settings(train) -> dict:
+    """The train settings a stage's fingerprint holds: its output settings (rundir.output_settings;
+    the output-neutral ones, e.g. methods, progress, save_steps, only change what is trained or how
+    fast). max_per_problem came later: unset, it is left out so that older runs keep their
+    fingerprints."""
+    keys = output_settings(train)
+    if train.max_per_problem is None:
+        del keys["max_per_problem"]
+    return keys
+
+
+def stage_fingerprint(tokenized: list[dict], stage: dict, init: str, prev: str | None, train) -> str:
+    """What a stage is trained from (its examples, plan, starting weights, the stage before it, the
+    train settings): a finished stage whose fingerprint changed is trained again, never reused."""
+    return hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_settings(train)], sort_keys=True)
+                          .encode()).hexdigest()[:16]
+
+
 @writes_run("train")
 def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> dict:
     """Train every configured method (resumable: finished stages are skipped)."""
@@ -378,10 +393,7 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
                                              teacher_format, student_format)
             # What this stage is trained from: a finished stage whose inputs changed (new data, a new
             # PURE threshold, other hyper-parameters) is trained again, never silently reused.
-            train_keys = cfg.train.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | (
-                {"max_per_problem"} if cfg.train.max_per_problem is None else set()))  # older runs keep their fingerprints
-            fingerprint = hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)
-                                         .encode()).hexdigest()[:16]
+            fingerprint = stage_fingerprint(tokenized, stage, init, prev, cfg.train)
             done = out / "DONE"
             if done.exists():
                 meta = json.loads((out / "heal_stage.json").read_text())

@@ -170,16 +170,11 @@ def reference_nll(scorer, prompt_ids: list[int], trajectories: list[list[int]], 
 
 
 def make_scorer(cfg: RunConfig):
-    from heal.config import ModelConfig
+    """The PURE scorer's engine (heal.config.scorer_config says which model, engine and settings)."""
+    from heal.config import scorer_config
     from heal.engines import make_engine
 
-    if cfg.pure.scorer_engine == "teacher":
-        if cfg.pure.scorer not in (None, cfg.teacher.model):
-            raise ValueError("pure.scorer_engine: teacher scores with the teacher; leave pure.scorer unset")
-        return make_engine(cfg.teacher)
-    model = cfg.pure.scorer or cfg.teacher.model
-    return make_engine(ModelConfig(model=model, engine=cfg.pure.scorer_engine, device=cfg.teacher.device,
-                                   dtype=cfg.teacher.dtype, n_ctx=cfg.teacher.n_ctx, threads=cfg.teacher.threads))
+    return make_engine(scorer_config(cfg))
 
 
 def candidates(run_dir: Path) -> list[dict]:

@@ -8,44 +8,46 @@ from contextlib import contextmanager
 
 
 def make_engine(model_cfg) -> Engine:
-    """Build the engine a ModelConfig names. Models are resolved offline (see heal.models)."""
+    """Build the engine an engine config names (heal.config: HFConfig, LlamaCppConfig, OpenAIConfig,
+    VLLMConfig). Models are resolved offline (see heal.models)."""
     from heal.models import resolve
 
-    paths = resolve(model_cfg.model)
-    if model_cfg.engine == "hf":
+    c = model_cfg
+    paths = resolve(c.model)
+    if c.engine == "hf":
         if paths.hf is None:
-            raise ValueError(f"engine 'hf' needs a transformers folder; {model_cfg.model} is a bare GGUF")
+            raise ValueError(f"engine 'hf' needs a transformers folder; {c.model} is a bare GGUF")
         from heal.engines.hf import HFEngine
 
-        return HFEngine(paths.hf, device=model_cfg.device, dtype=model_cfg.dtype, batch_size=model_cfg.batch_size)
-    if model_cfg.engine == "llamacpp":
+        return HFEngine(paths.hf, device=c.device, dtype=c.dtype, batch_size=c.batch_size)
+    if c.engine == "llamacpp":
         if paths.gguf is None:
             raise ValueError(
-                f"engine 'llamacpp' needs a GGUF file; {model_cfg.model} has none (use an alias from "
+                f"engine 'llamacpp' needs a GGUF file; {c.model} has none (use an alias from "
                 f"`heal models list`, a .gguf path, or a folder holding one)"
             )
         from heal.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=model_cfg.n_ctx, threads=model_cfg.threads,
-                              parallel=model_cfg.parallel)
-    if model_cfg.engine == "openai":
-        if not model_cfg.base_url:
+        return LlamaCppEngine(paths.gguf, tokenizer_path=paths.hf, n_ctx=c.n_ctx, threads=c.threads,
+                              parallel=c.parallel)
+    if c.engine == "openai":
+        if not c.base_url:
             raise ValueError("engine 'openai' needs base_url (the server, e.g. http://localhost:8000)")
         from transformers import AutoTokenizer
 
         from heal.engines.openai import OpenAIEngine
 
-        tok = AutoTokenizer.from_pretrained(paths.hf or model_cfg.model)
-        return OpenAIEngine(model_cfg.base_url, model_cfg.served_model, tok, model_cfg.api_key_env,
-                            model_cfg.top_logprobs, model_cfg.concurrency, model_cfg.timeout_s,
-                            model_cfg.max_retries, model_cfg.prompt_format)
-    if model_cfg.engine == "vllm":
+        return OpenAIEngine(base_url=c.base_url, model=c.served_model,
+                            tokenizer=AutoTokenizer.from_pretrained(paths.hf or c.model),
+                            api_key_env=c.api_key_env, top_logprobs=c.top_logprobs, concurrency=c.concurrency,
+                            timeout_s=c.timeout_s, max_retries=c.max_retries, prompt_format=c.prompt_format)
+    if c.engine == "vllm":
         from heal.engines.vllm import VLLMEngine
 
-        return VLLMEngine(paths.hf or model_cfg.model, paths.hf, model_cfg.top_logprobs,
-                          model_cfg.tensor_parallel_size, model_cfg.data_parallel_size,
-                          model_cfg.dtype, model_cfg.engine_args, batch_size=model_cfg.batch_size)
-    raise ValueError(f"unknown engine {model_cfg.engine!r}")
+        return VLLMEngine(model_path=paths.hf or c.model, tokenizer_path=paths.hf, top_logprobs=c.top_logprobs,
+                          tensor_parallel_size=c.tensor_parallel_size, data_parallel_size=c.data_parallel_size,
+                          dtype=c.dtype, engine_args=c.engine_args, batch_size=c.batch_size)
+    raise ValueError(f"unknown engine {c.engine!r}")
 
 
 @contextmanager
