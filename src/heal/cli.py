@@ -63,10 +63,27 @@ def models_prepare(names: List[str] = typer.Argument(..., help="Alias(es) from `
 
 @app.command("config")
 def show_config(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
-                sets: Optional[List[str]] = SetOpt):
-    """Print the resolved config (every field, defaults filled in)."""
+                sets: Optional[List[str]] = SetOpt,
+                fields: Optional[str] = typer.Option(
+                    None, "--fields", metavar="SECTION",
+                    help="Instead of a config, describe every field of SECTION (type, default, description), or "
+                         "of every section with `all`: teacher (one block per engine), data, sampling, gear, pure, "
+                         "train, eval, ... (docs/config.md)"),
+                markdown: bool = typer.Option(False, "--markdown", help="With --fields: as markdown tables "
+                                                                        "(docs/config.md is `--fields all --markdown`).")):
+    """Print the resolved config (every field, defaults filled in), or with --fields the reference of
+    the fields."""
     import yaml
 
+    from heal.config import ConfigError, config_reference, describe_fields
+
+    if fields is not None:
+        try:
+            section = None if fields == "all" else fields
+            typer.echo(config_reference(section) if markdown else describe_fields(section), nl=not markdown)
+        except ConfigError as e:
+            _fail(str(e), 2)
+        return
     cfg = _load(config, sets, config_arg)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 

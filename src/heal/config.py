@@ -730,7 +730,8 @@ def describe_fields(section: str | None = None, width: int = 100) -> str:
     for name in _section(section):
         where, classes = SECTIONS[name]
         for cls in classes:
-            out.append(f"[{name}] {cls.__doc__.split(chr(10))[0] if cls.__doc__ else ''}  ({where})")
+            title = cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ""
+            out.append(f"[{name}] {title}" + (f"  (in {where})" if where != name else ""))
             for row in field_rows(cls):
                 tag = "  [output-neutral]" if row["neutral"] else ""
                 out.append(f"  {row['name']}: {row['type']} = {row['default']}{tag}")
@@ -739,17 +740,18 @@ def describe_fields(section: str | None = None, width: int = 100) -> str:
     return "\n".join(out)
 
 
-def config_reference() -> str:
-    """docs/config.md: every section's fields as markdown tables (generated from the descriptions)."""
+def config_reference(section: str | None = None) -> str:
+    """docs/config.md: every section's fields (or one section's) as markdown tables."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     out = ["# Config reference", "",
-           "Generated from the field descriptions in `src/heal/config.py` (`python -m heal.config > docs/config.md`;",
+           "Generated from the field descriptions in `src/heal/config.py` (`heal config --fields all --markdown > docs/config.md`;",
            "a test checks it is up to date). `heal config --fields SECTION` prints the same in a terminal.",
            "Output-neutral fields change only speed or transport: no settings pin or training fingerprint",
            "includes them (heal.rundir).", ""]
-    for name, (where, classes) in SECTIONS.items():
+    for name in _section(section):
+        where, classes = SECTIONS[name]
         for cls in classes:
             title = f"`{name}`" + (f", `engine: {cls.model_fields['engine'].default}`" if name == "teacher" else "")
             out += [f"## {title}", "", f"{cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''} "
@@ -760,6 +762,3 @@ def config_reference() -> str:
             out.append("")
     return "\n".join(out)
 
-
-if __name__ == "__main__":  # python -m heal.config > docs/config.md
-    print(config_reference(), end="")
