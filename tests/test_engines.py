@@ -131,14 +131,13 @@ def test_hf_n_samples_and_stop_handling(tiny):
     assert [len(x) for x in out] == [2, 2]
     for c in (c for row in out for c in row):
         assert c.finish_reason in ("stop", "length") and len(c.token_ids) <= 10
-        if c.finish_reason == "stop":
-            assert c.token_ids[-1] in tiny.eos  # the end-of-turn token stays in the completion
-        else:
-            assert len(c.token_ids) == 10 and not set(c.token_ids) & set(tiny.eos)
-    # With a stop token forced on the most likely next token, generation ends there.
+        assert not set(c.token_ids) & tiny.eos  # the end-of-turn token is never part of a completion
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == 10
+    # With a stop token forced on the most likely next token, generation ends there, leaving it out.
     [[g]] = tiny.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=10))
     [[s]] = tiny.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=10, stop_token_ids=(g.token_ids[0],)))
-    assert s.token_ids == [g.token_ids[0]] and s.finish_reason == "stop"
+    assert s.token_ids == [] and s.text == "" and s.finish_reason == "stop" and s.entropy == []
 
 
 @pytest.fixture(scope="module")

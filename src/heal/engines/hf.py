@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 from transformers import GenerationConfig
 
-from heal.engines.base import Completion, ContextError, SamplingParams, Scored, eos_ids
+from heal.engines.base import (Completion, ContextError, SamplingParams, Scored, check_kv_memory, eos_ids,
+                               kv_cache_bytes, kv_shape_from_hf_config, split_at_stop, stop_ids)
 
 
 class EntropyRecorder:
@@ -61,10 +62,14 @@ class HFEngine:
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
         self.model = model or AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
-        self.eos = sorted(eos_ids(self.tokenizer, self.model.generation_config))
+        self.eos = eos_ids(self.tokenizer, self.model.generation_config)
         self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else self.eos[0]
+        self.pad_id = pad if pad is not None else min(self.eos)
+        try:
+            self.kv_shape = kv_shape_from_hf_config(self.model.config)
+        except (TypeError, ValueError):  # a config without the usual fields: no memory check
+            self.kv_shape = None
 
     # -- generation ---------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
@@ -92,13 +97,19 @@ class HFEngine:
             raise ContextError(f"a prompt of {width} tokens does not fit the model's context of {ctx} tokens")
         if ctx and width + params.max_new_tokens > ctx:  # positions past the context are not the model's
             params = dataclasses.replace(params, max_new_tokens=ctx - width)
+        if self.kv_shape:  # the cache grows with the batch: check the most it can reach before it does
+            tokens = width + params.max_new_tokens
+            bytes_per = torch.finfo(self.model.dtype).bits // 8
+            check_kv_memory(kv_cache_bytes(*self.kv_shape, tokens, len(prompts), bytes_per),
+                            f"hf: a KV cache of {len(prompts)} rows x {tokens} tokens ({self.model.dtype})",
+                            "lower batch_size or sampling.max_new_tokens", str(self.device))
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, p in enumerate(prompts):  # left padding: every row's last prompt token is aligned
             ids[r, width - len(p) :] = torch.tensor(p)
             mask[r, width - len(p) :] = 1
         recorder = EntropyRecorder(width) if record_entropy else None
-        stop = sorted(set(self.eos) | set(params.stop_token_ids))
+        stop = sorted(stop_ids(self, params))
         # A fresh GenerationConfig: nothing a checkpoint's generation_config.json sets (repetition
         # penalty, top_k=50, ...) may change the distribution we sample from or record.
         gen = GenerationConfig(
@@ -121,11 +132,7 @@ class HFEngine:
         comps = []
         for r in range(len(prompts)):
             toks = new[r].tolist()
-            cut, reason = len(toks), "length"
-            for t, tok in enumerate(toks):
-                if tok in stop:
-                    cut, reason = t + 1, "stop"  # the end-of-turn token belongs to the completion
-                    break
+            cut, reason = split_at_stop(toks, set(stop))  # the stop token and the padding after it go
             toks = toks[:cut]
             comps.append(Completion(
                 token_ids=toks,

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from heal.engines.base import ContextError, Completion, SamplingParams, Scored, eos_ids
+from heal.engines.base import (GiB, Completion, ContextError, SamplingParams, Scored, check_kv_memory, eos_ids,
+                               kv_cache_bytes, kv_shape_from_gguf_metadata, stop_ids)
 
 
 def step_stats(logits: np.ndarray) -> tuple[np.ndarray, float]:
@@ -67,6 +68,31 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
     return max(1, min(cores, cores - int(load + 0.5)))
 
 
+def check_llamacpp_memory(gguf_path: str, n_ctx: int, parallel: int = 1) -> None:
+    """The weights and the f16 KV cache the engine will allocate (the main context's n_ctx, plus
+    n_ctx x parallel for the parallel context) must fit the RAM free now; the shape comes from the
+    GGUF's metadata, read without loading the weights."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True  # metadata only: no weights, no context
+    model = _internals.LlamaModel(path_model=gguf_path, params=params, verbose=False)
+    try:
+        shape = kv_shape_from_gguf_metadata(model.metadata())
+    except (KeyError, ValueError):  # metadata without the usual fields: leave it to llama.cpp
+        return
+    finally:
+        model.close()
+    tokens = n_ctx * (1 + parallel if parallel > 1 else 1)
+    kv = kv_cache_bytes(*shape, tokens, 1, 2)
+    weights = os.path.getsize(gguf_path)
+    seqs = f"{n_ctx} x {1 + parallel} contexts (parallel={parallel} and the main one)" if parallel > 1 else str(n_ctx)
+    check_kv_memory(kv + weights, f"llamacpp: n_ctx={seqs}: a KV cache of {kv / GiB:.1f} GiB (f16, {shape[0]} "
+                    f"layers x {shape[1]} KV heads x {shape[2]}) + {weights / GiB:.1f} GiB of weights",
+                    "lower teacher.n_ctx or teacher.parallel", "cpu")
+
+
 class LlamaCppEngine:
     name = "llamacpp"
 
@@ -75,6 +101,7 @@ class LlamaCppEngine:
         from llama_cpp import Llama
         from transformers import AutoTokenizer
 
+        check_llamacpp_memory(gguf_path, n_ctx, parallel)  # before anything is allocated
         if tokenizer is None:
             if tokenizer_path:
                 tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -95,7 +122,7 @@ class LlamaCppEngine:
         if self.parallel > 1:
             self._init_parallel(threads)
         self.n_vocab = self.llm.n_vocab()
-        self.eos = eos_ids(tokenizer)
+        self.eos = eos_ids(tokenizer)  # a set
         model_eos = self.llm.token_eos()
         if model_eos >= 0:
             self.eos.add(int(model_eos))
@@ -161,14 +188,15 @@ class LlamaCppEngine:
             feed = []
             for s in live:
                 tok = sample_token(logits[s], params, rngs[s])
+                if tok in stop:  # the turn ends here; the stop token is not part of the completion
+                    reason[s] = "stop"
+                    continue
                 if record_entropy:
                     logp, h = step_stats(logits[s])
                     lps[s].append(float(logp[tok]))
                     ents[s].append(h)
                 toks[s].append(tok)
-                if tok in stop:
-                    reason[s] = "stop"
-                elif len(toks[s]) < budget[s]:
+                if len(toks[s]) < budget[s]:
                     feed.append((s, tok))
             live = [s for s, _ in feed]
             if not feed:
@@ -209,7 +237,7 @@ class LlamaCppEngine:
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
-        stop = self.eos | set(params.stop_token_ids)
+        stop = stop_ids(self, params)
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         if self.parallel > 1:
             jobs = [([int(t) for t in p], seed + j) for p, seed in zip(prompts, seeds) for j in range(n)]
@@ -232,18 +260,19 @@ class LlamaCppEngine:
                 ents: list[float] = []
                 reason = "length"
                 budget = min(params.max_new_tokens, self.n_ctx - len(prompt))
-                for _ in range(budget):
+                for step in range(budget):
                     tok = sample_token(logits, params, rng)
+                    if tok in stop:  # the turn ends here; the stop token is not part of the completion
+                        reason = "stop"
+                        break
                     if record_entropy:
                         logp, h = step_stats(logits)
                         lps.append(float(logp[tok]))
                         ents.append(h)
                     toks.append(tok)
-                    if tok in stop:
-                        reason = "stop"
-                        break
-                    self.llm.eval([tok])
-                    logits = self._logits(-1)
+                    if step + 1 < budget:  # the last token's successor is never needed
+                        self.llm.eval([tok])
+                        logits = self._logits(-1)
                 comps.append(Completion(
                     token_ids=toks,
                     text=self.tokenizer.decode(toks, skip_special_tokens=True),

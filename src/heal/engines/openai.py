@@ -16,14 +16,34 @@ text, checked against the number of log-probs.
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import requests
 
-from heal.engines.base import Completion, EngineError, SamplingParams, Scored, eos_ids
-from heal.entropy import topk_entropy
+from heal.engines.base import (Completion, ContextError, EngineError, SamplingParams, Scored, eos_ids, split_at_stop,
+                               stop_ids, topk_entropy)
+
+# How servers say a prompt does not fit: vLLM and llama-cpp-python "maximum context length",
+# SGLang "longer than the model's context length", llama.cpp's server "exceeds the available context size".
+_CONTEXT_ERROR = re.compile(r"context[ _](length|window|size)|maximum model length", re.IGNORECASE)
+
+
+def context_length_from(path: str, payload) -> int | None:
+    """The context length a server reports at `path` (its JSON), None where it says nothing:
+    /v1/models entries carry `max_model_len` (vLLM, SGLang); SGLang's /server_info (older:
+    /get_server_info) `context_length` (null unless set on the command line); llama.cpp's server
+    /props `default_generation_settings.n_ctx` (per slot)."""
+    def positive(x):
+        return int(x) if isinstance(x, int) and not isinstance(x, bool) and x > 0 else None
+
+    if not isinstance(payload, dict):
+        return None
+    if path == "/props":
+        return positive((payload.get("default_generation_settings") or {}).get("n_ctx"))
+    return positive(payload.get("max_model_len")) or positive(payload.get("context_length"))
 
 
 def _byte_level_alphabet() -> dict[int, str]:
@@ -68,6 +88,8 @@ class OpenAIEngine:
                 err = f"{type(e).__name__}: {e}"
             else:
                 if r.status_code < 500 and r.status_code != 429:
+                    if r.status_code in (400, 413) and _CONTEXT_ERROR.search(r.text):
+                        raise ContextError(f"{self.base_url}{path}: {r.text[:300]}")
                     if r.status_code >= 400:
                         raise EngineError(f"{self.base_url}{path} answered {r.status_code}: {r.text[:500]}")
                     return r.json()
@@ -79,8 +101,8 @@ class OpenAIEngine:
         raise AssertionError("unreachable")
 
     def _served_model(self, name: str | None) -> tuple[str, int | None]:
-        """(model name, its context length where the server says: vLLM and SGLang list max_model_len).
-        Without a name the server's first model is used, and a server that cannot list one is an error."""
+        """(model name, its context length where the server says: see context_length_from). Without a
+        name the server's first model is used, and a server that cannot list one is an error."""
         try:
             r = self.session.get(f"{self.base_url}/v1/models", timeout=self.timeout_s if name is None else 10)
             r.raise_for_status()
@@ -90,8 +112,19 @@ class OpenAIEngine:
             if name is not None:
                 return name, None  # the completions endpoint is what matters; its errors are clear
             raise EngineError(f"no model list at {self.base_url}/v1/models ({e}); is the server up?") from None
-        ctx = (entry or {}).get("max_model_len")
-        return (name or entry["id"]), (int(ctx) if isinstance(ctx, int) and ctx > 0 else None)
+        return (name or entry["id"]), context_length_from("/v1/models", entry) or self._server_context()
+
+    def _server_context(self) -> int | None:
+        """The context length from a server's own info endpoint, where /v1/models did not list it."""
+        for path in ("/server_info", "/get_server_info", "/props"):
+            try:
+                r = self.session.get(f"{self.base_url}{path}", timeout=10)
+                ctx = context_length_from(path, r.json()) if r.ok else None
+            except (requests.RequestException, ValueError):
+                ctx = None
+            if ctx:
+                return ctx
+        return None
 
     def _prompt(self, ids: Sequence[int]):
         if self.prompt_format == "token_ids":
@@ -122,12 +155,13 @@ class OpenAIEngine:
 
     # -- protocol -----------------------------------------------------------------------------------
     def _one(self, prompt, params: SamplingParams, seed: int, record_entropy: bool) -> Completion:
+        stop = stop_ids(self, params)
         body = {"model": self.model, "prompt": prompt, "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature, "top_p": params.top_p if not params.greedy else 1.0,
                 "seed": seed, "logprobs": self.k if record_entropy else None}
         if params.top_k:
             body["top_k"] = params.top_k
-        if params.stop_token_ids:
+        if params.stop_token_ids:  # vLLM and SGLang stop there; others are cut below
             body["stop_token_ids"] = list(params.stop_token_ids)
         choice = self._post("/v1/completions", body)["choices"][0]
         text = choice["text"]
@@ -149,8 +183,12 @@ class OpenAIEngine:
             if len(lps) != len(ids):
                 raise EngineError(f"{self.base_url} returned {len(lps)} log-probs for a completion the local "
                                   f"tokenizer reads as {len(ids)} tokens: per-token entropies would be misaligned")
-        # The server does not report the end-of-turn token; ids end with the last text token (PACE
-        # appends the student's end-of-turn token to every completion).
+        # The protocol's convention: no stop token in the completion. A server that lists the one that
+        # ended the turn, or ignores stop_token_ids (llama.cpp's), is cut at the first stop token.
+        cut, stopped = split_at_stop(ids, stop)
+        if stopped == "stop":
+            ids, reason, text = ids[:cut], "stop", self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+            lps, ents = (lps[:cut], ents[:cut]) if lps is not None else (None, None)
         return Completion(token_ids=ids, text=text, finish_reason=reason, logprobs=lps, entropy=ents,
                           entropy_kind="topk" if record_entropy else None, seed=seed)
 
@@ -173,6 +211,10 @@ class OpenAIEngine:
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        ctx = self.context_length
+        if ctx and prompts and max(map(len, prompts)) >= ctx:
+            raise ContextError(f"a prompt of {max(map(len, prompts))} tokens does not fit the context of {ctx} "
+                               f"tokens {self.base_url} serves")
         texts = [self._prompt(p) for p in prompts]
         jobs = [(i, seeds[i] + j) for i in range(len(prompts)) for j in range(n)]
         with ThreadPoolExecutor(max_workers=self.batch_size) as pool:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from heal.engines.base import Completion, SamplingParams, Scored, eos_ids
-from heal.entropy import topk_entropy
+from heal.engines.base import Completion, ContextError, SamplingParams, Scored, eos_ids, stop_ids, topk_entropy
 
 
 def _logprob_value(lp: Any) -> float:
@@ -37,8 +36,7 @@ def _position_entropy(top: dict, k: int) -> float:
 def completion_from_output(out: Any, k: int, record_entropy: bool, seed: int | None,
                            stop_ids: set[int] = frozenset()) -> Completion:
     """One vLLM CompletionOutput -> Completion. Its token_ids include the stop token when the model
-    ended the turn (vLLM keeps EOS ids in token_ids, not in text); we drop it so token ids and text
-    agree, as the other engines do."""
+    ended the turn (vLLM keeps EOS ids in token_ids, not in text); the protocol leaves it out."""
     ids = [int(t) for t in out.token_ids]
     reason = "length" if out.finish_reason == "length" else "stop"
     lps = ents = None
@@ -102,22 +100,28 @@ class VLLMEngine:
         except AttributeError:
             self.context_length = None
 
-    def _params(self, params: SamplingParams, seed: int, record_entropy: bool, **extra):
+    def _params(self, params: SamplingParams, seed: int, record_entropy: bool, max_tokens: int):
         return self._vllm.SamplingParams(
             n=1, temperature=max(params.temperature, 0.0), top_p=params.top_p if not params.greedy else 1.0,
-            top_k=params.top_k if params.top_k > 0 else -1, max_tokens=params.max_new_tokens, seed=seed,
+            top_k=params.top_k if params.top_k > 0 else -1, max_tokens=max_tokens, seed=seed,
             logprobs=self.k if record_entropy else None,
-            stop_token_ids=sorted(self.eos | set(params.stop_token_ids)), **extra)
+            stop_token_ids=sorted(stop_ids(self, params)))
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1,
                  record_entropy: bool = True, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
 
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        ctx = self.context_length
+        if ctx and prompts and max(map(len, prompts)) >= ctx:
+            raise ContextError(f"a prompt of {max(map(len, prompts))} tokens does not fit max_model_len={ctx}")
         jobs = [(i, seeds[i] + j) for i in range(len(prompts)) for j in range(n)]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i, _ in jobs],
-                                 [self._params(params, s, record_entropy) for _, s in jobs], use_tqdm=False)
-        stops = self.eos | set(params.stop_token_ids)
+        # max_new_tokens within the context, as in the other engines (the window cuts it: "length")
+        sps = [self._params(params, s, record_entropy, max_tokens=min(params.max_new_tokens, ctx - len(prompts[i]))
+                            if ctx else params.max_new_tokens) for i, s in jobs]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i, _ in jobs], sps,
+                                 use_tqdm=False)
+        stops = stop_ids(self, params)
         result: list[list[Completion]] = [[] for _ in prompts]
         for (i, seed), req in zip(jobs, outs):
             result[i].append(completion_from_output(req.outputs[0], self.k, record_entropy, seed, stops))
