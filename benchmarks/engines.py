@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from heal.config import ModelConfig
-from heal.engines import make_engine
+from heal.config import HFConfig, LlamaCppConfig, OpenAIConfig, VLLMConfig
+from heal.engines import EngineError, make_engine
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.models import resolve
 from heal.problems import load_problems
@@ -55,7 +55,7 @@ def build(engine: str, model: str, threads: int, prefix_caching: bool = True):
     """(engine, cleanup) for one backend name."""
     if engine == "openai":
         proc, url = start_llamacpp_server(resolve(model).gguf, threads)
-        eng = make_engine(ModelConfig(model=model, engine="openai", base_url=url, concurrency=1))
+        eng = make_engine(OpenAIConfig(model=model, base_url=url, concurrency=1))
 
         def cleanup():
             eng.close()
@@ -64,10 +64,10 @@ def build(engine: str, model: str, threads: int, prefix_caching: bool = True):
         return eng, cleanup
     if engine == "vllm":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        eng = make_engine(ModelConfig(model=model, engine="vllm", dtype="float32",
-                                      engine_args={"max_model_len": 2048, "enable_prefix_caching": prefix_caching}))
+        eng = make_engine(VLLMConfig(model=model, dtype="float32",
+                                     engine_args={"max_model_len": 2048, "enable_prefix_caching": prefix_caching}))
         return eng, eng.close
-    cfg = ModelConfig(model=model, engine=engine, threads=threads, batch_size=8)
+    cfg = HFConfig(model=model, batch_size=8) if engine == "hf" else LlamaCppConfig(model=model, threads=threads)
     eng = make_engine(cfg)
     return eng, eng.close
 
@@ -81,16 +81,26 @@ def run(engine, prompts, params, entropy: bool) -> dict:
             "samples_per_s": round(len(prompts) / dt, 3)}
 
 
+def accepts(engine, prompt: list[int]) -> bool:
+    """Whether the engine continues from `prompt`: a text-only server (llama.cpp's) cannot continue
+    from a non-canonical split such as a blank line generated as two "\n" tokens, and the openai
+    engine refuses (EngineError) a prompt whose text the server reads back as other ids. One token is
+    generated: the prompt is a prefix of what the caller has just generated, so whatever the server
+    caches of it, it had cached already."""
+    try:
+        engine.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=1), n=1, record_entropy=False)
+    except EngineError:
+        return False
+    return True
+
+
 def step_prefix(engine, prompt: list[int], ids: list[int]) -> list[int]:
     """The completion cut after a line break (GEAR cuts at step boundaries), at the last such cut
-    whose text reads back as the same ids: a text-only server (llama.cpp's) cannot continue from a
-    non-canonical split such as a blank line generated as two "\n" tokens (the engine refuses)."""
+    the engine continues from (only the openai engine refuses any: `accepts`)."""
     tok = engine.tokenizer
     for i in range(len(ids) - 1, 0, -1):
-        if "\n" in tok.decode([ids[i]]):
-            full = prompt + ids[: i + 1]
-            if engine.name != "openai" or engine._tokenize(tok.decode(full)) == full:
-                return ids[: i + 1]
+        if "\n" in tok.decode([ids[i]]) and (engine.name != "openai" or accepts(engine, prompt + ids[: i + 1])):
+            return ids[: i + 1]
     return ids[:1]
 
 

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from heal.config import ModelConfig, load_config
+from heal.config import engine_config, load_config
 from heal.engines import make_engine
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.store import read_jsonl
@@ -34,8 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(ROOT / "experiments" / "pace_experiment.yaml")
     problems = list(read_jsonl(ROOT / "experiments" / "data" / "pace_heldout.jsonl"))[: args.prompts]
-    mc = ModelConfig(model=args.model, engine=args.engine, batch_size=args.batch_size, threads=2,
-                     engine_args=cfg.eval.engine_args if args.engine == "vllm" else {})
+    mc = engine_config(model=args.model, engine=args.engine, batch_size=args.batch_size,
+                       **({"engine_args": cfg.eval.engine_args} if args.engine == "vllm" else {}))
     t_load = time.time()
     eng = make_engine(mc)
     t_load = time.time() - t_load

@@ -2,8 +2,9 @@
 
     python benchmarks/extract_answer.py
 
-`old` is the extraction as it was (copied here as the reference; tests/test_verify.py checks the two
-agree on 20,000 random texts), `new` is heal.verify.extract_answer. Each input at doubling sizes:
+`old` is the extraction as it was (kept here as the reference: old_extract and old_boxed;
+tests/test_verify.py checks that heal.verify agrees with them on 20,000 random texts), `new` is
+heal.verify.extract_answer. Each input at doubling sizes:
 time that grows 4x per doubling is quadratic, 2x linear. Best of 3 runs (1 for old above 1 s).
 Writes benchmarks/results/extract-answer.json.
 """
@@ -26,13 +27,22 @@ _OLD_PHRASE_RE = re.compile(
 )
 
 
-def old_extract(text: str) -> tuple[str | None, str]:
+def old_boxed(text: str) -> tuple[int, int] | None:
+    """The old span of the last closed \\boxed{...}'s content (quadratic on unclosed boxes)."""
     for m in reversed(list(_OLD_BOX_RE.finditer(text))):
         depth = 0
         for i in range(m.end() - 1, len(text)):
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             if depth == 0:
-                return text[m.end() : i].strip(), "boxed"
+                return m.end(), i
+    return None
+
+
+def old_extract(text: str) -> tuple[str | None, str]:
+    """The old extract_answer: the last closed box, else the last answer phrase."""
+    span = old_boxed(text)
+    if span is not None:
+        return text[span[0] : span[1]].strip(), "boxed"
     matches = list(_OLD_PHRASE_RE.finditer(text))
     if matches:
         s = (matches[-1].group(1) or matches[-1].group(2) or "").strip().strip("*").strip().rstrip(".").strip()

@@ -9,7 +9,7 @@ a build that crashes is recorded as a crash.
     python benchmarks/llamacpp_build.py --model qwen2.5-coder-1.5b \
         --build portable= --build native=/tmp/native-site   # native: an unpacked wheel folder
 
-`--build NAME=PATH` puts PATH first on the child's sys.path (empty: the installed llama_cpp). Writes
+`--build NAME=PATH` puts PATH first on the child's PYTHONPATH (empty: the installed llama_cpp). Writes
 benchmarks/results/llamacpp-build-<model>.json and a markdown table on stdout.
 """
 
@@ -26,10 +26,9 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
-sys.path.insert(0, sys.argv[1]) if sys.argv[1] else None
 import llama_cpp
 from llama_cpp import Llama
-gguf, threads, n_prompt, n_decode = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+gguf, threads, n_prompt, n_decode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 llm = Llama(model_path=gguf, n_ctx=n_prompt + n_decode + 8, n_batch=512, n_threads=threads,
             n_threads_batch=threads, verbose=False, seed=0)
 words = ("The sum of the first few numbers is computed step by step and then checked again. " * 200).encode()
@@ -62,8 +61,10 @@ def measure(site: str, gguf: str, threads: int, n_prompt: int, n_decode: int, bu
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         time.sleep(1.0 if busy else 0)
-        p = subprocess.run([sys.executable, "-c", CHILD, site, gguf, str(threads), str(n_prompt), str(n_decode)],
-                           capture_output=True, text=True, timeout=1800)
+        # The build under test first on the child's path (ahead of site-packages' llama_cpp).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
+        p = subprocess.run([sys.executable, "-c", CHILD, gguf, str(threads), str(n_prompt), str(n_decode)],
+                           capture_output=True, text=True, timeout=1800, env=env)
     finally:
         for h in hogs:
             h.kill()

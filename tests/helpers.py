@@ -1,8 +1,35 @@
 """Test helpers shared by several test files (pytest puts tests/ on sys.path)."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(relpath: str) -> ModuleType:
+    """A script of the repository (e.g. "benchmarks/extract_answer.py") imported by its path, as a
+    module of its own (its `if __name__ == "__main__"` part does not run; sys.path is left alone)."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_echo(path: Path):
+    """The RunConfig of a run's config.yaml as an older heal echoed it: the version line, and a
+    teacher section holding every engine's fields (the one-bag ModelConfig); the teacher keeps the
+    fields its engine's config class takes."""
+    from heal.config import DEFAULT_ENGINE, ENGINE_CONFIGS, RunConfig
+
+    raw = yaml.safe_load(Path(path).read_text())
+    raw.pop("heal_version", None)
+    teacher_cls = ENGINE_CONFIGS[raw["teacher"].get("engine", DEFAULT_ENGINE)]
+    raw["teacher"] = {k: v for k, v in raw["teacher"].items() if k in teacher_cls.model_fields}
+    return RunConfig.model_validate(raw)
 
 
 def write_tiny_run(tmp_path, tiny_model_dir, train: dict | None = None) -> Path:

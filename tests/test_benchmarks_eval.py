@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_echo
 from typer.testing import CliRunner
 
 from heal.cli import app
@@ -236,9 +237,7 @@ def test_committed_single_set_run_summarizes_unchanged(tmp_path):
     committed eval/summary.json and docs/results' copy, in the same layout."""
     src = ROOT / "experiments" / "runs" / "pace-qwen0.5b"
     shutil.copytree(src / "eval", tmp_path / "run" / "eval")
-    raw = yaml.safe_load((src / "config.yaml").read_text())
-    raw.pop("heal_version")
-    cfg = RunConfig.model_validate({**raw, "output_dir": str(tmp_path / "run")})
+    cfg = load_echo(src / "config.yaml").model_copy(update={"output_dir": str(tmp_path / "run")})
     assert cfg.eval.benchmarks == {}
     out = summarize_eval(cfg)
     committed = json.loads((src / "eval" / "summary.json").read_text())

@@ -1,8 +1,8 @@
 import random
-import re
 import time
 
 import pytest
+from helpers import load_script
 
 from heal.problems import Problem, ProblemError
 from heal.verify import Verifier, boxed_span, check_gold, extract_answer, last_boxed
@@ -64,35 +64,8 @@ def test_reasoning_gym_scorer():
 
 
 # The extraction as it was before it was made linear (quadratic on the inputs below): the reference
-# that the linear one must agree with on every input.
-_OLD_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_OLD_PHRASE_RE = re.compile(
-    r"(?:final answer|the answer)\s*(?:is|=|:)\s*[:\s]*(.+)|^\s*\**answer\**\s*[:=]\s*(.+)",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _old_boxed(text):
-    for m in reversed(list(_OLD_BOX_RE.finditer(text))):
-        depth = 0
-        for i in range(m.end() - 1, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                return m.end(), i
-    return None
-
-
-def _old_extract(text):
-    span = _old_boxed(text)
-    if span is not None:
-        return text[span[0] : span[1]].strip(), "boxed"
-    matches = list(_OLD_PHRASE_RE.finditer(text))
-    if matches:
-        s = (matches[-1].group(1) or matches[-1].group(2) or "").strip().strip("*").strip().rstrip(".").strip()
-        s = re.sub(r"^(\$+|\\\(|\\\[)|(\$+|\\\)|\\\])$", "", s).strip().rstrip(".").strip()
-        if s:
-            return s, "phrase"
-    return None, "none"
+# that the linear one must agree with on every input, kept in the benchmark that times the two.
+_OLD = load_script("benchmarks/extract_answer.py")
 
 
 _PIECES = ["\\boxed{", "\\fbox {", "{", "}", "}", "The answer is", "final answer", "Answer", "**answer**", ":", "=",
@@ -103,7 +76,7 @@ def test_linear_extraction_agrees_with_the_old_one():
     rng = random.Random(13)
     texts = ["".join(rng.choices(_PIECES, k=rng.randint(1, 14))) for _ in range(20_000)]
     for text in texts:
-        assert (extract_answer(text), boxed_span(text)) == (_old_extract(text), _old_boxed(text)), text
+        assert (extract_answer(text), boxed_span(text)) == (_OLD.old_extract(text), _OLD.old_boxed(text)), text
 
 
 def test_pathological_extraction_inputs_give_the_right_answer():
