@@ -180,3 +180,79 @@ def test_make_engine_batch_size_default_and_override(tiny_model_dir):
 
     assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf")).batch_size == 8  # unset: hf's default
     assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf", batch_size=3)).batch_size == 3
+
+
+# -- KV-cache memory -----------------------------------------------------------------------------
+
+QWEN25_15B = {"num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2, "hidden_size": 1536}
+
+
+def test_kv_cache_estimate_by_hand():
+    from heal.engines.base import GiB, kv_cache_bytes, kv_shape_from_gguf_metadata, kv_shape_from_hf_config
+
+    # Qwen2.5-1.5B: 28 layers x 2 KV heads x head_dim 1536 / 12 = 128, K and V, f16: 28,672 bytes a token.
+    assert kv_shape_from_hf_config(QWEN25_15B) == (28, 2, 128)
+    assert kv_cache_bytes(28, 2, 128, tokens=1) == 28 * 2 * 128 * 2 * 2 == 28672
+    # A 32k context for 4 parallel sequences: 3.5 GiB.
+    assert kv_cache_bytes(28, 2, 128, tokens=32768, sequences=4) == 28672 * 32768 * 4 == int(3.5 * GiB)
+    assert kv_cache_bytes(28, 2, 128, tokens=1, bytes_per_value=4) == 57344  # fp32 (the hf engine on CPU)
+    meta = {"general.architecture": "qwen2", "qwen2.block_count": "28", "qwen2.attention.head_count": "12",
+            "qwen2.attention.head_count_kv": "2", "qwen2.embedding_length": "1536"}
+    assert kv_shape_from_gguf_metadata(meta) == (28, 2, 128)
+    # An explicit head_dim wins over hidden/heads (Qwen3, Gemma); no num_key_value_heads means MHA.
+    assert kv_shape_from_hf_config({"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
+                                    "head_dim": 32}) == (2, 4, 32)
+    assert kv_shape_from_hf_config({"text_config": QWEN25_15B}) == (28, 2, 128)
+
+
+def test_gguf_metadata_and_config_json_give_the_same_shape(smollm2):
+    import json
+
+    import llama_cpp
+    from llama_cpp import _internals
+
+    from heal.engines.base import kv_shape_from_gguf_metadata, kv_shape_from_hf_config
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = _internals.LlamaModel(path_model=smollm2.gguf, params=params, verbose=False)
+    meta = model.metadata()
+    model.close()
+    with open(f"{smollm2.hf}/config.json") as f:
+        config = json.load(f)
+    assert kv_shape_from_gguf_metadata(meta) == kv_shape_from_hf_config(config) == (30, 3, 64)
+
+
+def test_available_memory_reads_this_machine():
+    from heal.engines.base import available_memory
+
+    assert available_memory("cpu") > 0
+    assert available_memory("mps") is None
+
+
+def test_llamacpp_context_that_does_not_fit_in_ram_is_one_line_before_loading(smollm2, monkeypatch):
+    from heal.engines import base
+    from heal.engines.base import ContextError, GiB
+    from heal.engines.llamacpp import LlamaCppEngine
+
+    monkeypatch.setattr(base, "available_memory", lambda device="cpu": 1 * GiB)
+    # SmolLM2: 30 x 3 x 64 x 2 x 2 bytes a token; n_ctx 32768 for the main context and 4 parallel ones.
+    with pytest.raises(ContextError, match=r"n_ctx=32768 x 5 .*3\.5 GiB.*1\.0 GiB of RAM.*teacher\.n_ctx") as e:
+        LlamaCppEngine(smollm2.gguf, tokenizer_path=smollm2.hf, n_ctx=32768, parallel=4)
+    assert "\n" not in str(e.value)
+    eng = LlamaCppEngine(smollm2.gguf, tokenizer_path=smollm2.hf, n_ctx=512)  # a small context fits
+    eng.close()
+
+
+def test_hf_batch_whose_kv_cache_does_not_fit_is_an_error_before_generating(tiny, monkeypatch):
+    from heal.engines import base
+    from heal.engines.base import ContextError
+
+    prompt = chat_prompt_ids(tiny.tokenizer, "hello")
+    # The tiny model: 2 layers x 2 KV heads x 16 x 2 x 4 bytes (fp32) = 512 bytes a token.
+    need = 512 * (len(prompt) + 10) * 3
+    monkeypatch.setattr(base, "available_memory", lambda device="cpu": need - 1)
+    with pytest.raises(ContextError, match="3 rows x .*lower batch_size"):
+        tiny.generate([prompt] * 3, SamplingParams(temperature=0.0, max_new_tokens=10))
+    monkeypatch.setattr(base, "available_memory", lambda device="cpu": need)
+    assert len(tiny.generate([prompt] * 3, SamplingParams(temperature=0.0, max_new_tokens=10))) == 3

@@ -113,3 +113,91 @@ def test_dead_server_is_a_clear_error_and_sampling_resumes(tmp_path, smollm2):
     after = list(read_jsonl(samples))
     assert len(after) == len({r["key"] for r in after}) == 12
     assert all(r == before[r["key"]] for r in after if r["key"] in before)
+
+
+# -- our parsing of what servers report (a local stub of each server's JSON) -------------------------
+
+@pytest.fixture
+def stub_server():
+    """An HTTP server on loopback answering GET paths with fixed JSON (others: 404) and POST
+    /v1/completions with a fixed status and body."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    routes: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status, payload):
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send(200, routes[self.path]) if self.path in routes else self._send(404, {"detail": "Not Found"})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._send(*routes.get(("POST", self.path), (404, {})))
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _stub_engine(url):
+    from types import SimpleNamespace
+
+    from heal.engines.openai import OpenAIEngine
+
+    return OpenAIEngine(url, None, SimpleNamespace(eos_token_id=2), max_retries=0, timeout_s=5)
+
+
+@pytest.mark.parametrize("server_kind, routes, ctx", [
+    # vLLM, and SGLang since it lists max_model_len in /v1/models
+    ("vllm", {"/v1/models": {"data": [{"id": "m", "root": "m", "max_model_len": 32768}]}}, 32768),
+    # older SGLang: no max_model_len in the model card; the server args carry context_length
+    ("sglang-old", {"/v1/models": {"data": [{"id": "m", "root": "m"}]},
+                    "/get_server_info": {"context_length": 16384, "max_total_num_tokens": 500000}}, 16384),
+    ("sglang", {"/v1/models": {"data": [{"id": "m", "root": "m", "max_model_len": None}]},
+                "/server_info": {"context_length": 40960, "max_total_num_tokens": 900000}}, 40960),
+    # SGLang without --context-length: the server args say null, nothing else says the context
+    ("sglang-unset", {"/v1/models": {"data": [{"id": "m"}]}, "/server_info": {"context_length": None}}, None),
+    # llama.cpp's own server: per-slot n_ctx in /props
+    ("llama-server", {"/v1/models": {"data": [{"id": "m", "object": "model"}]},
+                      "/props": {"default_generation_settings": {"n_ctx": 4096}, "total_slots": 4}}, 4096),
+    # llama-cpp-python's server: says nothing
+    ("llama-cpp-python", {"/v1/models": {"data": [{"id": "m", "object": "model", "owned_by": "me"}]}}, None),
+])
+def test_context_length_as_each_server_reports_it(stub_server, server_kind, routes, ctx):
+    url, served = stub_server
+    served.update(routes)
+    eng = _stub_engine(url)
+    assert eng.model == "m" and eng.context_length == ctx
+
+
+@pytest.mark.parametrize("message", [
+    "This model's maximum context length is 1024 tokens. However, you requested 1100 tokens.",  # vLLM, llama-cpp-python
+    "The input (1100 tokens) is longer than the model's context length (1024 tokens).",  # SGLang
+    "the request exceeds the available context size, try increasing it",  # llama.cpp's server
+])
+def test_a_server_refusing_a_long_prompt_is_a_context_error(stub_server, message):
+    from heal.engines.base import ContextError
+
+    url, served = stub_server
+    served.update({"/v1/models": {"data": [{"id": "m"}]},
+                   ("POST", "/v1/completions"): (400, {"error": {"message": message, "code": 400}})})
+    eng = _stub_engine(url)
+    eng.prompt_format = "token_ids"
+    with pytest.raises(ContextError, match="context"):
+        eng.generate([[1, 2, 3]], SamplingParams(max_new_tokens=4))
+    served[("POST", "/v1/completions")] = (400, {"error": {"message": "temperature must be >= 0"}})
+    with pytest.raises(EngineError, match="temperature"):
+        eng.generate([[1, 2, 3]], SamplingParams(max_new_tokens=4))
