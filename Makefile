@@ -74,7 +74,7 @@ demo: setup
 	$(BIN)/heal run
 
 # The whole test suite, slow end-to-end tests included (what CI runs), then the vllm engine's tests
-# against real vLLM (CPU build) in its own venv.
+# and its part of the engine conformance suite against real vLLM (CPU build) in its own venv.
 # Debian's chromium for the HTML view's browser tests (headless; no browser download).
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
@@ -83,10 +83,12 @@ test: setup setup-vllm browser
 	$(BIN)/heal models prepare smollm2-135m
 	$(BIN)/python -m pytest
 	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
+	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_engine_conformance.py -k vllm
 
 test-vllm: setup setup-vllm
 	$(BIN)/heal models prepare smollm2-135m
 	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_vllm_engine.py
+	HEAL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_engine_conformance.py -k vllm
 
 test-fast: setup browser
 	$(BIN)/heal models prepare smollm2-135m
