@@ -168,7 +168,7 @@ def test_changed_benchmark_data_is_refused_once_answered(tmp_path):
 
 def test_report_and_view_show_one_table_per_benchmark(tmp_path):
     from heal.report import write_report
-    from heal.view import _eval_records, _Run, render_report
+    from heal.view import collect, render_report
 
     cfg, _, _ = evaluated_run(tmp_path)
     run = tmp_path / "run"
@@ -195,7 +195,7 @@ def test_report_and_view_show_one_table_per_benchmark(tmp_path):
 
     # heal view: the evaluation tab reads each benchmark's records, ids shown with their benchmark.
     echo_config(cfg, run)  # the config the view reads the benchmarks and their n from
-    ev = _eval_records(_Run(run), run)
+    ev = collect(run)["evals"]
     teacher = {(r["pid"], r["sample"]): r["tier"] for r in ev["records"] if r["model"] == "teacher"}
     assert teacher[("math500/p2", 1)] == "solved" and teacher[("gpqa/p2", 0)] == "corner"
     assert len(ev["records"]) == 3 * (3 * 3) + 3 * (2 * 3)  # math500: 3 problems x (2 + greedy); gpqa: 2 x 3
