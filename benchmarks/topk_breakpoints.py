@@ -25,7 +25,7 @@ from heal.engines.llamacpp import LlamaCppEngine
 from heal.entropy import find_breakpoint, step_spans_from_pieces, token_pieces
 from heal.gear import strip_stop
 from heal.models import resolve
-from heal.sample import load_stage0
+from heal.runs import load_stage0
 
 SETTINGS = [("first_third_tokens", 1), ("first_third_tokens", 0), ("first_third_steps", 1),
             ("first_third_steps", 0), ("all", 1), ("all", 0)]

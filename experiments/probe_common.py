@@ -25,7 +25,7 @@ from heal.gear import select_failed, strip_stop
 from heal.pace import end_of_turn
 from heal.problems import load_problems
 from heal.pure import score_candidate
-from heal.sample import load_stage0
+from heal.runs import load_stage0
 from heal.store import atomic_write_jsonl
 
 TASKS = [("chain_sum", {"min_terms": 4, "max_terms": 5, "min_digits": 3, "max_digits": 4}),

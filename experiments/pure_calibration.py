@@ -37,7 +37,7 @@ from heal.config import load_config
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import step_texts, strip_stop
 from heal.pure import score_value
-from heal.sample import load_stage0
+from heal.runs import load_stage0
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_text, read_jsonl
 from heal.verify import boxed_span

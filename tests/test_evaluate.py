@@ -70,7 +70,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     right = {"teacher": [[1, 1], [1, 0], [0, 0]], "sft_rs": [[1, 0], [0, 0], [0, 0]], "heal": [[1, 1], [1, 0], [0, 0]]}
     recs = [{"key": f"{m}@{'teacher' if m == 'teacher' else 'base'}/t{i}/{j}", "model": m,
              "tag": "teacher" if m == "teacher" else "base", "problem_id": f"t{i}", "sample": j, "correct": bool(c),
-             "truncated": False, "derivation_ok": bool(c), "pred": str(2 * i) if c else None,
+             "truncated": False, "derivation_ok": bool(c), "pred": str(2 * i) if c else None, "n_tokens": 4,
              "text": ("0 + 0 = 0." if j == 0 else "0 + 1 = 2.") if (m, i) == ("heal", 0) else "no working"}
             for m, rows in right.items() for i, row in enumerate(rows) for j, c in enumerate(row)]
     atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
@@ -92,7 +92,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
 
     # The first evaluation pinned the settings its records were made with: other sampling settings
     # are refused (the records would silently mix), a verifier timeout is not a setting of the answers.
-    from heal.sample import RunMismatch
+    from heal.rundir import RunMismatch
 
     assert json.loads((tmp_path / "run" / "eval" / "settings.json").read_text())["sampling"]["temperature"] == 0.6
     hot = cfg.model_copy(deep=True)
@@ -107,7 +107,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
 def test_eval_settings_pin_binds_only_once_records_exist(tmp_path):
     from heal.config import load_config
     from heal.evaluate import pin_eval_settings
-    from heal.sample import RunMismatch
+    from heal.rundir import RunMismatch
     from heal.store import atomic_write_jsonl
 
     cfg = load_config(None, {"output_dir": str(tmp_path / "run")})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from heal.config import load_config
-from heal.launch import merge_shards
+from heal.runs import merge_shards
 from heal.sample import run_sample
 from heal.store import JsonlStore, read_jsonl
 
@@ -38,8 +38,8 @@ def test_merge_shards_is_idempotent(tmp_path):
     shards.mkdir()
     (shards / "samples.0.jsonl").write_text('{"key": "a/0", "v": 1}\n{"key": "a/1", "v": 2}\n')
     (shards / "samples.1.jsonl").write_text('{"key": "b/0", "v": 3}\n{"key": "b/1", "v": 4, "half')  # killed mid-line
-    assert merge_shards(tmp_path, main, log=lambda *a: None) == 2
-    assert merge_shards(tmp_path, main, log=lambda *a: None) == 0
+    assert merge_shards(tmp_path, ["samples.jsonl"], log=lambda *a: None) == 2
+    assert merge_shards(tmp_path, ["samples.jsonl"], log=lambda *a: None) == 0
     assert [r["key"] for r in read_jsonl(main.path)] == ["a/0", "a/1", "b/0"]
     assert not list(shards.glob("*.jsonl"))
 
@@ -75,7 +75,7 @@ def test_ray_matches_local_and_resumes_after_a_crash(tmp_path, smollm2):
     assert 4 <= len(written) < 24
     logs: list[str] = []
     run_sample(load_config(crash_cfg), progress=False, log=logs.append)
-    assert any(f"merged {len(written)} samples" in line for line in logs), logs
+    assert any(f"merged {len(written)} records" in line for line in logs), logs
     assert any(f"{24 - len(written)} to go" in line for line in logs), logs
     final = list(read_jsonl(tmp_path / "crash" / "samples.jsonl"))
     assert len(final) == len({r["key"] for r in final}) == 24

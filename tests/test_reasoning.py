@@ -137,7 +137,8 @@ def test_stage0_counts_truncation_inside_the_reasoning_block(tmp_path):
 
     run = tmp_path / "run"
     recs = [{"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": j == 0, "truncated": j == 1,
-             "truncated_in_reasoning": j == 1, "pred": "1" if j != 1 else None, "n_tokens": 3} for j in range(2)]
+             "truncated_in_reasoning": j == 1, "pred": "1" if j != 1 else None, "n_tokens": 3, "text": "...",
+             "token_ids": [1, 2, 3]} for j in range(2)]
     atomic_write_jsonl(run / "samples.jsonl", recs)
     atomic_write_jsonl(run / "tiers.jsonl", [])
     s = summarize(RunConfig(output_dir=str(run), sample={"k": 2}), run, [{"id": "p0", "answer": "1"}])

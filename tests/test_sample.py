@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from heal.config import load_config
-from heal.sample import run_sample, summarize, tier_of
+from heal.runs import tier_of
+from heal.sample import run_sample, summarize
 from heal.store import read_jsonl
 
 
@@ -64,7 +65,7 @@ def test_run_sample_hf_tiny(tmp_path, tiny_model_dir):
 
 
 def test_resume_refuses_a_different_config(tmp_path, tiny_model_dir):
-    from heal.sample import RunMismatch
+    from heal.rundir import RunMismatch
 
     path = _config(tmp_path, tiny_model_dir, "hf", k=1, n=2, max_new=8)
     run_sample(load_config(path), progress=False, log=lambda *a: None)

@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from heal import reasoning
-from heal.config import DataConfig, RunConfig
+from heal.config import DataConfig, RunConfig, student_config
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
 from heal.rundir import RunMismatch, writes_run
-from heal.sample import stable_seed, tier_of
+from heal.records import EVAL, eval_key, read_records
+from heal.runs import Job, dispatch, generate, local_engine, merge_shards, progress_bar, stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 from heal.verify import Verifier, check_gold, choice_letter
 
 
@@ -328,47 +328,58 @@ def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], stor
     its eval store for these weights."""
     bench = bench or single_set(cfg)
     return [(p, j) for p in problems for j in list(range(bench.n_samples)) + (["greedy"] if bench.greedy else [])
-            if f"{name}@{tag}/{p['id']}/{j}" not in store]
+            if eval_key(name, tag, p["id"], j) not in store]
 
 
 def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], progress: bool = True,
-                   tag: str = "base", reasoning_cfg=None, bench: Benchmark | None = None) -> None:
+                   tag: str = "base", reasoning_cfg=None, bench: Benchmark | None = None, model_cfg=None,
+                   log=print) -> None:
     """n sampled answers (and one greedy) per problem of one benchmark (default: the single set) from
-    `engine`, verified and step-checked. `reasoning_cfg`: the model's reasoning format (its prompt's
-    template arguments; the answer is read after the reasoning block)."""
+    `engine` (or, under a Ray launcher, from workers that build `model_cfg`), verified and
+    step-checked. `reasoning_cfg`: the model's reasoning format (its prompt's template arguments;
+    the answer is read after the reasoning block)."""
     bench = bench or single_set(cfg)
-    store = JsonlStore(bench.store)
+    merge_shards(bench.dir, [bench.store.name], log)
+    items = [{"problem_id": p["id"], "problem": p, "j": j, "model": name, "tag": tag,
+              "reasoning": reasoning_cfg.model_dump(mode="json") if reasoning_cfg is not None else None,
+              "bench": bench.name}
+             for p, j in pending_jobs(cfg, name, tag, problems, JsonlStore(bench.store), bench)]
+    dispatch(cfg, model_cfg, eval_work, items, bench.dir, (bench.store.name,), engine=engine, progress=progress, log=log)
+
+
+def eval_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
+    """One answer per item (a problem and a sample index, or "greedy"), verified and step-checked."""
+    from heal.config import ReasoningConfig
+
     s = cfg.sampling
     sampled = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                              max_new_tokens=s.max_new_tokens, seed=s.seed)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
-    jobs = pending_jobs(cfg, name, tag, problems, store, bench)
-    fmt = reasoning.resolve(reasoning_cfg, engine.tokenizer)
-    prompt_ids = {p["id"]: chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=p["question"]),
-                                           cfg.prompt.system, fmt.template_kwargs) for p, _ in jobs}
+    first = items[0]
+    rc = first["reasoning"]
+    fmt = reasoning.resolve(ReasoningConfig.model_validate(rc) if rc is not None else None, engine.tokenizer)
+    prompt_ids = {it["problem_id"]: chat_prompt_ids(engine.tokenizer, cfg.prompt.template.format(question=it["problem"]["question"]),
+                                                    cfg.prompt.system, fmt.template_kwargs) for it in items}
     check_prompts_fit(engine, list(prompt_ids.items()), s.max_new_tokens)
-    desc = f"eval {name}" + (f" on {bench.name}" if bench.name else "")
-    bar = tqdm(total=len(jobs), desc=desc, unit="sample", disable=not progress)
-    chunk = max(1, getattr(engine, "batch_size", 1))
+    # sampled answers first, then the greedy ones (a chunk shares its sampling params)
+    order = sorted(items, key=lambda it: it["j"] == "greedy")
+    jobs = [Job(prompt_ids[it["problem_id"]], stable_seed(s.seed, "eval", it["problem_id"]) + (0 if it["j"] == "greedy" else it["j"]),
+                it, greedy if it["j"] == "greedy" else sampled) for it in order]
+
+    def build(job: Job, comps) -> list[dict]:
+        it, [c] = job.data, comps
+        p = it["problem"]
+        v = verifier.check(reasoning.answer_text(c.text, fmt) or "", p["answer"], p.get("meta"))
+        chk = check_steps([c.text], p["answer"], p["question"])
+        return [{"key": eval_key(it["model"], it["tag"], p["id"], it["j"]), "model": it["model"], "tag": it["tag"],
+                 "problem_id": p["id"], "sample": it["j"], "text": c.text, "n_tokens": len(c.token_ids),
+                 "truncated": c.truncated, "pred": v.pred, "correct": v.correct,
+                 "verify_error": v.error, "derivation_ok": bool(v.correct) and chk.ok, "step_check": chk.reason}]
+
+    desc = f"eval {first['model']}" + (f" on {first['bench']}" if first["bench"] else "")
+    bar = progress_bar(len(items), 0, desc, "sample", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        for mode, params in (("sampled", sampled), ("greedy", greedy)):
-            todo = [(p, j) for p, j in jobs if (j == "greedy") == (mode == "greedy")]
-            for start in range(0, len(todo), chunk):
-                items = todo[start : start + chunk]
-                prompts = [prompt_ids[p["id"]] for p, _ in items]
-                seeds = [stable_seed(s.seed, "eval", p["id"]) + (0 if j == "greedy" else j) for p, j in items]
-                comps = engine.generate(prompts, params, n=1, record_entropy=False, seeds=seeds)
-                recs = []
-                for (p, j), [c] in zip(items, comps):
-                    v = verifier.check(reasoning.answer_text(c.text, fmt) or "", p["answer"], p.get("meta"))
-                    chk = check_steps([c.text], p["answer"], p["question"])
-                    recs.append({"key": f"{name}@{tag}/{p['id']}/{j}", "model": name, "tag": tag, "problem_id": p["id"],
-                                 "sample": j, "text": c.text, "n_tokens": len(c.token_ids),
-                                 "truncated": c.truncated, "pred": v.pred, "correct": v.correct,
-                                 "verify_error": v.error, "derivation_ok": bool(v.correct) and chk.ok,
-                                 "step_check": chk.reason})
-                store.append(recs)
-                bar.update(len(recs))
+        generate(engine, jobs, sampled, build, stores[next(iter(stores))], bar=bar)
     bar.close()
 
 
@@ -421,7 +432,7 @@ def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = "t
     current = {p["id"] for p in held_out}
     choice_ids = frozenset(p["id"] for p in held_out if (p.get("meta") or {}).get("answer_kind") == "choice")
     by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in read_store(bench.store):
+    for r in read_records(bench.store, EVAL):
         if (r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < bench.n_samples)
                 and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])):
             by_model[r["model"]].append(r)
@@ -509,30 +520,23 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
     """Evaluate the teacher (ceiling, tiers) and every trained model (default: RUN/checkpoints/final.json)
     plus the untrained student as `base`, on every benchmark (eval_benchmarks). Every held-out set is
     built and every settings pin checked before any model loads; each model loads once for all of them."""
-    from heal.config import ModelConfig
-    from heal.engines import make_engine
-
     run_dir = Path(cfg.output_dir)
     sets = [(b, held_out_problems(cfg, log, b)) for b in eval_benchmarks(cfg)]
     for b, _ in sets:
         pin_eval_settings(cfg, b)
     if models is None:
         models = {**trained_models(run_dir), "base": cfg.train.student}  # the untrained student last: the least informative
-    ec = cfg.eval
     todo = [("teacher", cfg.teacher, "teacher")] + [
-        (name, ModelConfig(model=path, engine=ec.engine, device=cfg.train.device, batch_size=ec.batch_size,
-                           dtype=cfg.train.dtype, engine_args=ec.engine_args), model_tag(path))
+        (name, student_config(cfg, path), model_tag(path))
         for name, path in models.items()]
     for name, mc, tag in todo:
         work = [(b, ps) for b, ps in sets if pending_jobs(cfg, name, tag, ps, JsonlStore(b.store), b)]
         if not work:
             log(f"eval {name}: done, skipping")
             continue  # no model load (its engine need not even be installed here)
-        engine = make_engine(mc)
-        try:
+        with local_engine(cfg, mc) as engine:  # one load for every benchmark (None: Ray workers load it)
             for b, ps in work:
                 evaluate_model(cfg, name, engine, ps, progress, tag,
-                               cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning), b)
-        finally:
-            engine.close()
+                               cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning),
+                               b, model_cfg=mc, log=log)
     return summarize_eval(cfg, tags={name: tag for name, _, tag in todo})

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
 
 from heal import reasoning
 from heal.config import RunConfig, echo_config
+from heal.records import CANDIDATE, read_records, repair_key, repair_source
 from heal.rundir import writes_run
-from heal.engines import engine_for
 from heal.entropy import step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
 from heal.locate import locate
-from heal.sample import load_stage0, sampling_params, stable_seed
+from heal.runs import Job, dispatch, generate, load_stage0, merge_shards, progress_bar, sampling_params, stable_seed
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore
 from heal.verify import Verifier
+
+STORE = "repairs.jsonl"
 
 
 def select_failed(samples: list[dict], m: int, skip_truncated: bool = True) -> list[dict]:
@@ -90,105 +89,120 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
     echo_config(cfg, run_dir)
     g = cfg.gear
     targets = [pid for pid, t in tiers.items() if t["tier"] in g.tiers and (problem_ids is None or pid in problem_ids)]
-    store = JsonlStore(run_dir / "repairs.jsonl")
-    done_sources = {k.rsplit("/gear/", 1)[0] for k in store.done()}
-    jobs = []
-    for pid in targets:
-        for s in select_failed(by_problem.get(pid, []), g.max_trajectories, g.skip_truncated):
-            if s["key"] not in done_sources:
-                jobs.append((pid, s))
-    n_sources = sum(len(select_failed(by_problem.get(p, []), g.max_trajectories, g.skip_truncated)) for p in targets)
-    log(f"repair: {len(targets)} problems in tiers {g.tiers}, {n_sources} failed trajectories, {len(jobs)} to repair")
-    with engine_for(cfg.teacher, engine) as engine:
-        params = sampling_params(cfg)
-        stop = set(getattr(engine, "eos", [])) | set(params.stop_token_ids)
-        fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
-        # Restarts of one problem share one hinted prompt: identical continuations across its sources are
-        # duplicates too (kept in the store, flagged, never counted or trained on).
-        seen_by_problem: dict[str, set[tuple]] = defaultdict(set)
-        for r in store:
-            if r["restart"]:
-                seen_by_problem[r["problem_id"]].add(tuple(r["continuation_ids"]))
-        bar = tqdm(total=n_sources, initial=n_sources - len(jobs), unit="traj", desc="repair", disable=not progress)
-        t0, n_tok = time.time(), 0
-        with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-            for pid, s in jobs:
-                prob = problems[pid]
-                traj, ent = strip_stop(s["token_ids"], s.get("entropy"), stop)
-                scored_entropy = ent is None
-                if scored_entropy:  # not recorded while sampling: one teacher-forced pass
-                    ent = engine.score(prob["prompt_ids"], traj).entropy
-                t_loc = time.time()
-                # A reasoning trace is cut inside its reasoning block: steps, entropy, surges and the
-                # window are those of the block's content [r0, r1); token positions are shifted back.
-                r0, r1 = reasoning.spans(traj, engine.tokenizer, fmt).reasoning if fmt.enabled else (0, len(traj))
-                plan = plan_cut(traj[r0:r1], ent[r0:r1], engine.tokenizer, g, answer=prob["answer"],
-                                question=prob["question"],
-                                source_seed=stable_seed(g.locator_seed, s["key"], "locator"), engine=engine,
-                                prompt_ids=prob["prompt_ids"] + traj[:r0], params=params,
-                                verify=lambda text: verifier.check(reasoning.answer_text(text, fmt) or "",
-                                                                   prob["answer"], prob.get("meta")).correct)
-                cut_in_block = plan["breakpoint"]["cut_token"]
-                plan = shift_plan(plan, r0)
-                loc = plan["locator"]
-                if scored_entropy and (g.locator == "entropy" or loc["fallback"]):
-                    loc["cost"]["forced"] += len(traj)
-                loc["seconds"] = round(time.time() - t_loc, 2)
-                bp = plan["breakpoint"]
-                prefix = traj[: bp["cut_token"]]
-                hint_text = render(g.hint_template, prob["answer"])
-                hint = text_ids(engine.tokenizer, hint_text)
-                reflection = text_ids(engine.tokenizer, g.reflection)
-                seed = stable_seed(params.seed, s["key"], "gear")
-                [conts] = engine.generate([prob["prompt_ids"] + prefix + hint], params, n=g.continuations,
-                                          record_entropy=False, seeds=[seed])
-                # Every kept token is checked, a partial step kept by a token-level cut included.
-                prefix_steps = ["".join(plan["pieces"][a - r0:min(b, r0 + cut_in_block) - r0])
-                                for a, b in plan["spans"] if a < r0 + cut_in_block]
-                # A restart has nothing to reflect on: its training text is the continuation alone.
-                mode = "strip" if bp["restart"] and g.hint_mode == "reflection" else g.hint_mode
-                seen = seen_by_problem.setdefault(pid, set()) if bp["restart"] else set()
-                records = []
-                for c_idx, c in enumerate(conts):
-                    v = verifier.check(reasoning.answer_text(c.text, fmt) or "", prob["answer"], prob.get("meta"))
-                    train, replaced = training_ids(prefix, hint, c.token_ids, mode, reflection)
-                    cont_ids, _ = strip_stop(c.token_ids, None, stop)
-                    cont_pieces = token_pieces(engine.tokenizer, cont_ids)
-                    cont_steps = step_texts(cont_pieces, step_spans_from_pieces(cont_pieces))
-                    check_cont = check_steps(cont_steps, prob["answer"], prob["question"])
-                    check_all = check_steps(prefix_steps + cont_steps, prob["answer"], prob["question"])
-                    duplicate = tuple(c.token_ids) in seen
-                    seen.add(tuple(c.token_ids))
-                    n_tok += len(c.token_ids)
-                    records.append({
-                        "key": f"{s['key']}/gear/{c_idx}", "problem_id": pid, "stage": "gear", "kind": "repair",
-                        "source_key": s["key"], "source_pred": s["pred"], "answer": prob["answer"],
-                        "n_source_tokens": len(traj), "step_spans": plan["spans"], "step_entropy": plan["step_entropy"],
-                        "surges": plan["surges"], "breakpoint": bp, "window": g.window, "backup": g.backup,
-                        "reasoning_span": [r0, r1] if fmt.enabled else None,
-                        # Per source trajectory (repeated on each of its continuations, counted once).
-                        "locator": g.locator, "locator_info": loc,
-                        "cut_token": bp["cut_token"], "restart": bp["restart"],
-                        "hint_text": hint_text, "hint_span": [len(prefix), len(prefix) + len(hint)],
-                        "continuation_ids": c.token_ids, "continuation": c.text, "finish_reason": c.finish_reason,
-                        "truncated": c.truncated, "n_tokens": len(c.token_ids), "seed": c.seed,
-                        "pred": v.pred, "correct": v.correct, "verify_error": v.error,
-                        "hint_mode": mode, "replaced_span": list(replaced), "training_ids": train,
-                        "training_text": engine.tokenizer.decode(train, skip_special_tokens=True),
-                        "step_check": check_all.to_dict(), "step_check_continuation": check_cont.to_dict(),
-                        "derivation_ok": bool(v.correct) and check_all.ok, "duplicate": duplicate,
-                        "model": cfg.teacher.model, "engine": engine.name,
-                    })
-                store.append(records)
-                bar.update(1)
-                bar.set_postfix_str(f"{n_tok / max(time.time() - t0, 1e-9):.1f} tok/s")
-        bar.close()
+    merge_shards(run_dir, [STORE], log)
+    store = JsonlStore(run_dir / STORE)
+    done_sources = {repair_source(k) for k in store.done()}
+    # Restarts of one problem share one hinted prompt: identical continuations across its sources are
+    # duplicates too (kept in the store, flagged, never counted or trained on). What earlier runs
+    # wrote goes with the problem's items to whichever worker repairs it.
+    restarts: dict[str, list] = defaultdict(list)
+    for r in read_records(store.path, CANDIDATE) if store.path.exists() else []:
+        if r.get("restart"):
+            restarts[r["problem_id"]].append(r["continuation_ids"])
+    sources = {pid: select_failed(by_problem.get(pid, []), g.max_trajectories, g.skip_truncated) for pid in targets}
+    todo = [{"problem_id": pid, "problem": problems[pid], "source": s, "seen": restarts.get(pid, [])}
+            for pid in targets for s in sources[pid] if s["key"] not in done_sources]
+    n_sources = sum(len(v) for v in sources.values())
+    log(f"repair: {len(targets)} problems in tiers {g.tiers}, {n_sources} failed trajectories, {len(todo)} to repair")
+    dispatch(cfg, cfg.teacher, repair_work, todo, run_dir, (STORE,), engine=engine,
+             total=n_sources * g.continuations, progress=progress, log=log)
     return summarize_repairs(run_dir)
+
+
+def repair_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
+    """GEAR on each item's failed trajectory: locate the breakpoint, cut, hint, N continuations, each
+    verified and step-checked, written as N records."""
+    g = cfg.gear
+    params = sampling_params(cfg)
+    stop = set(engine.eos) | set(params.stop_token_ids)
+    fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
+    seen_by_problem = {it["problem_id"]: {tuple(ids) for ids in it["seen"]} for it in items}
+    hint_ids = lambda text: text_ids(engine.tokenizer, text)  # noqa: E731
+    reflection = hint_ids(g.reflection)
+
+    def jobs():  # planned one at a time, just before its continuations (rollout/judge use the engine)
+        for it in items:
+            prob, s = it["problem"], it["source"]
+            traj, ent = strip_stop(s["token_ids"], s.get("entropy"), stop)
+            scored_entropy = ent is None
+            if scored_entropy:  # not recorded while sampling: one teacher-forced pass
+                ent = engine.score(prob["prompt_ids"], traj).entropy
+            t_loc = time.time()
+            # A reasoning trace is cut inside its reasoning block: steps, entropy, surges and the
+            # window are those of the block's content [r0, r1); token positions are shifted back.
+            r0, r1 = reasoning.spans(traj, engine.tokenizer, fmt).reasoning if fmt.enabled else (0, len(traj))
+            plan = plan_cut(traj[r0:r1], ent[r0:r1], engine.tokenizer, g, answer=prob["answer"],
+                            question=prob["question"],
+                            source_seed=stable_seed(g.locator_seed, s["key"], "locator"), engine=engine,
+                            prompt_ids=prob["prompt_ids"] + traj[:r0], params=params,
+                            verify=lambda text: verifier.check(reasoning.answer_text(text, fmt) or "",
+                                                               prob["answer"], prob.get("meta")).correct)
+            cut_in_block = plan["breakpoint"]["cut_token"]
+            plan = shift_plan(plan, r0)
+            loc = plan["locator"]
+            if scored_entropy and (g.locator == "entropy" or loc["fallback"]):
+                loc["cost"]["forced"] += len(traj)
+            loc["seconds"] = round(time.time() - t_loc, 2)
+            prefix = traj[: plan["breakpoint"]["cut_token"]]
+            hint_text = render(g.hint_template, prob["answer"])
+            hint = hint_ids(hint_text)
+            # Every kept token is checked, a partial step kept by a token-level cut included.
+            prefix_steps = ["".join(plan["pieces"][a - r0:min(b, r0 + cut_in_block) - r0])
+                            for a, b in plan["spans"] if a < r0 + cut_in_block]
+            yield Job(prob["prompt_ids"] + prefix + hint, stable_seed(params.seed, s["key"], "gear"),
+                      dict(it, traj=traj, plan=plan, prefix=prefix, hint=hint, hint_text=hint_text,
+                           prefix_steps=prefix_steps, r=(r0, r1)))
+
+    def build(job: Job, conts) -> list[dict]:
+        d = job.data
+        prob, s, plan, prefix, hint = d["problem"], d["source"], d["plan"], d["prefix"], d["hint"]
+        bp = plan["breakpoint"]
+        # A restart has nothing to reflect on: its training text is the continuation alone.
+        mode = "strip" if bp["restart"] and g.hint_mode == "reflection" else g.hint_mode
+        seen = seen_by_problem.setdefault(d["problem_id"], set()) if bp["restart"] else set()
+        records = []
+        for c_idx, c in enumerate(conts):
+            v = verifier.check(reasoning.answer_text(c.text, fmt) or "", prob["answer"], prob.get("meta"))
+            train, replaced = training_ids(prefix, hint, c.token_ids, mode, reflection)
+            cont_ids, _ = strip_stop(c.token_ids, None, stop)
+            cont_pieces = token_pieces(engine.tokenizer, cont_ids)
+            cont_steps = step_texts(cont_pieces, step_spans_from_pieces(cont_pieces))
+            check_cont = check_steps(cont_steps, prob["answer"], prob["question"])
+            check_all = check_steps(d["prefix_steps"] + cont_steps, prob["answer"], prob["question"])
+            duplicate = tuple(c.token_ids) in seen
+            seen.add(tuple(c.token_ids))
+            records.append({
+                "key": repair_key(s["key"], c_idx), "problem_id": d["problem_id"], "stage": "gear", "kind": "repair",
+                "source_key": s["key"], "source_pred": s["pred"], "answer": prob["answer"],
+                "n_source_tokens": len(d["traj"]), "step_spans": plan["spans"], "step_entropy": plan["step_entropy"],
+                "surges": plan["surges"], "breakpoint": bp, "window": g.window, "backup": g.backup,
+                "reasoning_span": list(d["r"]) if fmt.enabled else None,
+                # Per source trajectory (repeated on each of its continuations, counted once).
+                "locator": g.locator, "locator_info": plan["locator"],
+                "cut_token": bp["cut_token"], "restart": bp["restart"],
+                "hint_text": d["hint_text"], "hint_span": [len(prefix), len(prefix) + len(hint)],
+                "continuation_ids": c.token_ids, "continuation": c.text, "finish_reason": c.finish_reason,
+                "truncated": c.truncated, "n_tokens": len(c.token_ids), "seed": c.seed,
+                "pred": v.pred, "correct": v.correct, "verify_error": v.error,
+                "hint_mode": mode, "replaced_span": list(replaced), "training_ids": train,
+                "training_text": engine.tokenizer.decode(train, skip_special_tokens=True),
+                "step_check": check_all.to_dict(), "step_check_continuation": check_cont.to_dict(),
+                "derivation_ok": bool(v.correct) and check_all.ok, "duplicate": duplicate,
+                "model": cfg.teacher.model, "engine": engine.name,
+            })
+        return records
+
+    bar = progress_bar(len(items) * g.continuations, 0, "repair", "cont", progress)
+    with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
+        # one source a call: its N continuations are one batch, as the paper's N samples of one prompt
+        generate(engine, jobs(), params, build, stores[STORE], n=g.continuations, chunk=1, bar=bar)
+    bar.close()
 
 
 def summarize_repairs(run_dir: Path, problem_ids: list[str] | None = None) -> dict:
     """Yield counts of a run's repairs (duplicates excluded, but their tokens counted as spent)."""
-    every = [r for r in JsonlStore(run_dir / "repairs.jsonl") if problem_ids is None or r["problem_id"] in problem_ids]
+    path = Path(run_dir) / STORE
+    every = [r for r in (read_records(path, CANDIDATE) if path.exists() else []) if problem_ids is None or r["problem_id"] in problem_ids]
     recs = [r for r in every if not r.get("duplicate")]
     by_src: dict[str, list[dict]] = defaultdict(list)
     for r in recs:

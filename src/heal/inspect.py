@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heal.sample import load_stage0
-from heal.store import JsonlStore
+from heal.runs import load_stage0
+from heal.records import CANDIDATE, SCORED, continuation_index, read_records
 
 
 def _short(s, n=60):
@@ -30,8 +30,9 @@ def render_problem(run_dir: str | Path, problem_id: str, out: str | Path | None 
     problems, by_problem, tiers = load_stage0(run_dir)
     if problem_id not in problems:
         raise KeyError(f"problem {problem_id!r} is not in {run_dir / 'problems.jsonl'}")
-    repairs = [r for r in JsonlStore(run_dir / "repairs.jsonl")] if (run_dir / "repairs.jsonl").exists() else []
-    scored = {r["key"]: r for r in JsonlStore(run_dir / "scored.jsonl")} if (run_dir / "scored.jsonl").exists() else {}
+    repairs = list(read_records(run_dir / "repairs.jsonl", CANDIDATE)) if (run_dir / "repairs.jsonl").exists() else []
+    scored = ({r["key"]: r for r in read_records(run_dir / "scored.jsonl", SCORED)}
+              if (run_dir / "scored.jsonl").exists() else {})
     by_src: dict[str, list[dict]] = defaultdict(list)
     for r in repairs:
         if r["problem_id"] == problem_id:
@@ -46,7 +47,7 @@ def render_problem(run_dir: str | Path, problem_id: str, out: str | Path | None 
     if not sources:
         fig.text(0.5, 0.5, "no GEAR repairs for this problem (run `heal repair`)", ha="center")
     for i, src in enumerate(sources):
-        conts = sorted(by_src[src], key=lambda r: int(r["key"].rsplit("/", 1)[1]))
+        conts = sorted(by_src[src], key=lambda r: continuation_index(r["key"]))
         first = conts[0]
         ent = np.asarray(samples[src]["entropy"][: first["n_source_tokens"]] if src in samples else [])
         ax = fig.add_axes([0.06, 1 - (i + 0.52) / n, 0.9, 0.36 / n])
@@ -80,7 +81,7 @@ def render_problem(run_dir: str | Path, problem_id: str, out: str | Path | None 
             mark = "dup" if r.get("duplicate") else ("right" if r["correct"] else "wrong")
             sc = ("verified" if r["derivation_ok"] else "-" if not r["correct"]
                   else _short(r["step_check"]["reason"], 34))
-            lines.append(f"{r['key'].rsplit('/', 1)[1]:>3}  {_short(r['pred'], 12):<13} {mark:<9} {sc:<34} {ra:>7}  {rs:>8}  {pure}")
+            lines.append(f"{continuation_index(r['key']):>3}  {_short(r['pred'], 12):<13} {mark:<9} {sc:<34} {ra:>7}  {rs:>8}  {pure}")
         fig.text(0.06, 1 - (i + 0.6) / n, "\n".join(lines[:22]), family="monospace", fontsize=7, va="top")
     out = Path(out) if out else run_dir / "inspect" / f"{problem_id}.png"
     out.parent.mkdir(parents=True, exist_ok=True)

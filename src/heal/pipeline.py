@@ -20,13 +20,13 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
     path (the run directory when stopped early)."""
     if stop_after not in (None, "train", "eval"):
         raise ValueError(f"stop_after must be 'train' or 'eval', not {stop_after!r}")
-    from heal.engines import make_engine
     from heal.evaluate import run_eval
     from heal.gear import run_repair
     from heal.guided import run_guided
     from heal.pace import run_train
     from heal.pure import run_filter
     from heal.report import write_report
+    from heal.runs import local_engine
     from heal.sample import format_table, load_run_problems, run_sample
 
     run_dir = Path(cfg.output_dir)
@@ -36,8 +36,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
         log(f"\n== {name}  ({time.time() - t0:.0f}s into the run)")
 
     problems = load_run_problems(cfg, None, log)  # a bad data file fails before the teacher loads
-    engine = make_engine(cfg.teacher)  # one teacher load for the three sampling stages
-    try:
+    # One teacher load for the three sampling stages (under a Ray launcher each stage's workers load it).
+    with local_engine(cfg, cfg.teacher) as engine:
         step("1/7 sample (Stage 0 rejection sampling)")
         run_sample(cfg, engine=engine, problems=problems, progress=progress, log=log)
         log(format_table(run_dir))
@@ -45,8 +45,6 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
         log(str(run_guided(cfg, engine=engine, progress=progress, log=log)))
         step("3/7 repair (GEAR)")
         log(str(run_repair(cfg, engine=engine, progress=progress, log=log)))
-    finally:
-        engine.close()
     step("4/7 filter (PURE)")
     log(str(run_filter(cfg, progress=progress, log=log)))
     step("5/7 train (PACE and baselines)")

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from heal import reasoning
-from heal.config import RunConfig, echo_config
-from heal.rundir import writes_run
+from heal.config import RunConfig, echo_config, scorer_config
+from heal.records import CANDIDATE, REFERENCE, SCORED, hint_free_start, read_records, reference_key, reference_problem
+from heal.rundir import RunMismatch, writes_run
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import strip_stop
 from heal.hints import mentions_hint, states_answer_before_deriving
-from heal.sample import load_stage0
+from heal.runs import dispatch, load_stage0, merge_shards, progress_bar
 from heal.store import JsonlStore
 from heal.verify import boxed_span
 
@@ -182,7 +182,7 @@ def candidates(run_dir: Path) -> list[dict]:
     out = []
     for name in ("repairs.jsonl", "guided.jsonl"):
         if (run_dir / name).exists():
-            out += [r for r in JsonlStore(run_dir / name) if r["correct"] is True and not r.get("duplicate")]
+            out += [r for r in read_records(run_dir / name, CANDIDATE) if r["correct"] is True and not r.get("duplicate")]
     return out
 
 
@@ -190,63 +190,81 @@ def scorer_name(cfg: RunConfig) -> str:
     return f"{cfg.pure.scorer or cfg.teacher.model}@{cfg.pure.scorer_engine}"
 
 
+STORE, REFERENCES = "scored.jsonl", "reference.jsonl"
+
+
 @writes_run("filter")
 def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) -> dict:
-    from heal.engines.base import chat_prompt_ids
-    from heal.sample import RunMismatch
-
+    """Score every answer-correct candidate not scored yet (locally on `scorer` or a scorer built from
+    the config, or sharded over Ray workers) and summarise the verdicts."""
     run_dir = Path(cfg.output_dir)
     problems, by_problem, _ = load_stage0(run_dir)
     echo_config(cfg, run_dir)
     cands = candidates(run_dir)
-    store = JsonlStore(run_dir / "scored.jsonl")
-    refs = JsonlStore(run_dir / "reference.jsonl")
+    merge_shards(run_dir, [STORE, REFERENCES], log)
+    store = JsonlStore(run_dir / STORE)
     name = scorer_name(cfg)
-    others = {r["scorer"] for r in store} - {name}
+    others = {r["scorer"] for r in read_records(store.path, SCORED)} - {name} if store.path.exists() else set()
     if others:
         raise RunMismatch(f"{store.path} was scored by {sorted(others)}, not {name}: scores of two scorers are not "
                           f"comparable; use another output_dir (or move scored.jsonl away) to rescore")
+    refs = {}
+    if (run_dir / REFERENCES).exists():
+        for r in read_records(run_dir / REFERENCES, REFERENCE):
+            if (pid := reference_problem(r["key"], name)) is not None:
+                refs[pid] = r["S_ref"]
     todo = [c for c in cands if c["key"] not in store]
     log(f"filter: {len(cands)} answer-correct candidates, {len(todo)} to score")
-    own = scorer is None and bool(todo)
-    if own:
-        scorer = make_scorer(cfg)
-    if todo:  # the scorer must read the teacher's token ids as the same text
-        first = problems[todo[0]["problem_id"]]
-        if chat_prompt_ids(scorer.tokenizer, first["prompt"], cfg.prompt.system) != first["prompt_ids"]:
-            raise ValueError(f"scorer {name} tokenizes the prompt differently from the teacher: PURE needs a scorer "
-                             f"that shares the teacher's tokenizer")
-    ref_cache = {r["key"].split("|", 1)[1]: r["S_ref"] for r in refs if r["key"].startswith(name + "|")}
-    bar = tqdm(total=len(cands), initial=len(cands) - len(todo), unit="cand", desc="filter", disable=not progress)
-    try:
-        stop = set(getattr(scorer, "eos", [])) if scorer is not None else set()
-        fmt = reasoning.resolve(cfg.teacher.reasoning, scorer.tokenizer) if scorer is not None else reasoning.NONE
-        for c in todo:
-            pid, prob = c["problem_id"], problems[c["problem_id"]]
-            if pid not in ref_cache:
-                trajs = [s["token_ids"] for s in by_problem.get(pid, [])]
-                ref_cache[pid] = reference_nll(scorer, prob["prompt_ids"], trajs, stop, fmt)
-                refs.append([{"key": f"{name}|{pid}", "S_ref": ref_cache[pid], "n_trajectories": len(trajs)}])
-            text = c["continuation"]
-            pre = prefilter(text, prob["answer"], cfg.pure)
-            scores = score_candidate(scorer, prob["prompt_ids"], c["training_ids"], c["replaced_span"][1],
-                                     prob["answer"], ref_cache[pid], stop, cfg.pure.eps, fmt)
-            rec = {"key": c["key"], "problem_id": pid, "kind": c["kind"], "prefilter": pre, **scores,
-                   "correct": c["correct"], "derivation_ok": c["derivation_ok"], "restart": c.get("restart", True),
-                   "scorer": name}
-            ok, why = verdict(rec, cfg.pure)
-            rec.update(accepted=ok, reason=why, score=cfg.pure.score, threshold=cfg.pure.threshold)
-            store.append([rec])
-            bar.update(1)
-        bar.close()
-    finally:
-        if own:
-            scorer.close()
+    # A problem's S_ref is computed once, by the worker that scores its first candidate.
+    items, first = [], set()
+    for c in todo:
+        pid = c["problem_id"]
+        need_ref = pid not in refs and pid not in first
+        first.add(pid)
+        items.append({"problem_id": pid, "problem": problems[pid], "candidate": c, "s_ref": refs.get(pid),
+                      "trajectories": [s["token_ids"] for s in by_problem.get(pid, [])] if need_ref else None})
+    dispatch(cfg, scorer_config(cfg), filter_work, items, run_dir, (STORE, REFERENCES), engine=scorer,
+             progress=progress, log=log)
     return summarize_filter(run_dir, cfg)
 
 
+def filter_work(cfg: RunConfig, scorer, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
+    """PURE's numbers and verdict for each item's candidate (one teacher-forced pass each), and S_ref
+    for the items that carry their problem's Stage 0 trajectories."""
+    from heal.engines.base import chat_prompt_ids
+
+    name = scorer_name(cfg)
+    first = items[0]["problem"]  # the scorer must read the teacher's token ids as the same text
+    if chat_prompt_ids(scorer.tokenizer, first["prompt"], cfg.prompt.system) != first["prompt_ids"]:
+        raise ValueError(f"scorer {name} tokenizes the prompt differently from the teacher: PURE needs a scorer "
+                         f"that shares the teacher's tokenizer")
+    stop = set(scorer.eos)
+    fmt = reasoning.resolve(cfg.teacher.reasoning, scorer.tokenizer)
+    refs: dict[str, float | None] = {}
+    bar = progress_bar(len(items), 0, "filter", "cand", progress)
+    for it in items:
+        pid, prob, c = it["problem_id"], it["problem"], it["candidate"]
+        if it["trajectories"] is not None:
+            refs[pid] = reference_nll(scorer, prob["prompt_ids"], it["trajectories"], stop, fmt)
+            stores[REFERENCES].append([{"key": reference_key(name, pid), "S_ref": refs[pid],
+                                        "n_trajectories": len(it["trajectories"])}])
+        s_ref = refs[pid] if pid in refs else it["s_ref"]
+        pre = prefilter(c["continuation"], prob["answer"], cfg.pure)
+        scores = score_candidate(scorer, prob["prompt_ids"], c["training_ids"], hint_free_start(c),
+                                 prob["answer"], s_ref, stop, cfg.pure.eps, fmt)
+        rec = {"key": c["key"], "problem_id": pid, "kind": c["kind"], "prefilter": pre, **scores,
+               "correct": c["correct"], "derivation_ok": c["derivation_ok"], "restart": c.get("restart", True),
+               "scorer": name}
+        ok, why = verdict(rec, cfg.pure)
+        rec.update(accepted=ok, reason=why, score=cfg.pure.score, threshold=cfg.pure.threshold)
+        stores[STORE].append([rec])
+        bar.update(1)
+    bar.close()
+
+
 def summarize_filter(run_dir: Path, cfg: RunConfig) -> dict:
-    recs = list(JsonlStore(Path(run_dir) / "scored.jsonl"))
+    path = Path(run_dir) / STORE
+    recs = list(read_records(path, SCORED)) if path.exists() else []
     out: dict = {"score": cfg.pure.score, "threshold": cfg.pure.threshold}
     for kind in ("repair", "guided"):
         rs = [r for r in recs if r["kind"] == kind]

@@ -11,54 +11,36 @@ An interrupted run resumes where it stopped: samples already in the store are sk
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from dataclasses import asdict
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from heal.config import RunConfig, echo_config
-from heal.engines import engine_for
-from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
+from heal.engines.base import check_prompts_fit, chat_prompt_ids
 from heal import reasoning
 from heal.problems import Problem, from_config
-from heal.rundir import (PINNED_SECTIONS, RunMismatch, changed_settings,  # noqa: F401  (RunMismatch re-exported)
-                         pinned_settings, writes_run)
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl, read_store
+from heal.records import SAMPLE, read_records, sample_key
+from heal.rundir import PINNED_SECTIONS, RunMismatch, changed_settings, pinned_settings, writes_run
+from heal.runs import (Job, dispatch, generate, local_engine, load_tokenizer, merge_shards, progress_bar,
+                       sampling_params, stable_seed, tier_of)
+from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl
 from heal.verify import Verifier, check_gold
 
-
-def stable_seed(base: int, *parts: object) -> int:
-    """A per-item seed that does not depend on run order (so a resumed run draws the same samples)."""
-    h = hashlib.sha256("/".join([str(base), *map(str, parts)]).encode()).hexdigest()
-    return int(h[:8], 16) % (2**31 - 1024)
-
-
-def sampling_params(cfg: RunConfig) -> SamplingParams:
-    s = cfg.sampling
-    return SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                          max_new_tokens=s.max_new_tokens, seed=s.seed)
-
-
-def tier_of(n_correct: int, k: int, solved_min_pass: float = 0.5, corner_max_correct: int = 1) -> str:
-    """solved: pass rate >= solved_min_pass; corner: at most corner_max_correct correct (and not
-    solved, which only matters for tiny K); hard: everything in between."""
-    if k > 0 and n_correct / k >= solved_min_pass:
-        return "solved"
-    if n_correct <= corner_max_correct:
-        return "corner"
-    return "hard"
+STORE = "samples.jsonl"
 
 
 def load_run_problems(cfg: RunConfig, problems: list[Problem] | None, log) -> list[Problem]:
     """The config's problems, loaded and checked before any model loads (a bad file, field or gold
-    answer is reported without waiting for the teacher)."""
+    answer is reported without waiting for the teacher). `problems` given: already loaded and
+    checked by this function (heal run loads them once, before the teacher)."""
+    if problems is not None:
+        if not problems:
+            raise ValueError("no problems given")
+        return problems
     skipped: list[str] = []
-    problems = problems if problems is not None else from_config(cfg.data, skipped=skipped)
-    problems = check_gold(problems, cfg.verify.method, cfg.verify.timeout_s, cfg.data.on_error, skipped)
+    problems = check_gold(from_config(cfg.data, skipped=skipped), cfg.verify.method, cfg.verify.timeout_s,
+                          cfg.data.on_error, skipped)
     if skipped:
         log(f"skipped {len(skipped)} malformed problem record(s):")
         for msg in skipped[:20]:
@@ -68,7 +50,7 @@ def load_run_problems(cfg: RunConfig, problems: list[Problem] | None, log) -> li
     return problems
 
 
-def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[Problem], log) -> list[dict]:
+def prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[Problem], log) -> list[dict]:
     """The run's problems with prompt ids; on resume, the stored set must match."""
     path = run_dir / "problems.jsonl"
     rows = []
@@ -89,7 +71,7 @@ def _prepare_problems(cfg: RunConfig, run_dir: Path, tokenizer, problems: list[P
     return rows
 
 
-def _check_config(cfg: RunConfig, run_dir: Path) -> None:
+def pin_settings(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse to mix samples drawn under different teacher/prompt/sampling settings in one store.
 
     The settings Stage 0 sampled with are kept in RUN/sample_config.json, written once with the
@@ -111,7 +93,7 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
     """Derive tiers.jsonl and sample_summary.json from the store (always recomputable)."""
     k = cfg.sample.k
     by_problem: dict[str, list[dict]] = defaultdict(list)
-    for rec in read_store(run_dir / "samples.jsonl"):
+    for rec in read_records(run_dir / STORE, SAMPLE):
         # A run sampled with a larger K keeps its extra samples on disk; K = k reads the first k.
         if rec["sample_index"] < k:
             by_problem[rec["problem_id"]].append(rec)
@@ -154,70 +136,53 @@ def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
 def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = None, progress: bool = True,
                log=print) -> dict:
     """Stage 0 on `cfg`. Pass an engine to reuse a loaded model; otherwise one is built from cfg.teacher.
-    With `launcher.kind: ray` the problems are sharded over Ray workers (heal.launch)."""
-    if cfg.launcher.kind == "ray" and engine is None:
-        from heal.launch import ray_sample
-
-        return ray_sample(cfg, problems, progress, log)
+    With `launcher.kind: ray` the samples are drawn by Ray workers (heal.runs.dispatch)."""
     run_dir = Path(cfg.output_dir)
-    _check_config(cfg, run_dir)
+    pin_settings(cfg, run_dir)
     problems = load_run_problems(cfg, problems, log)
     echo_config(cfg, run_dir)
-    with engine_for(cfg.teacher, engine) as engine:
-        rows = _prepare_problems(cfg, run_dir, engine.tokenizer, problems, log)
-        check_prompts_fit(engine, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens)
-        store = JsonlStore(run_dir / "samples.jsonl")
-        todo = todo_items(cfg, rows, store)
+    merge_shards(run_dir, [STORE], log)  # what a crashed Ray run left in its shards
+    with local_engine(cfg, cfg.teacher, engine) as eng:
+        rows = prepare_problems(cfg, run_dir, eng.tokenizer if eng else load_tokenizer(cfg.teacher), problems, log)
+        if eng is not None:  # Ray workers check it on their own engines
+            check_prompts_fit(eng, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens)
+        store = JsonlStore(run_dir / STORE)
+        todo = [{"problem_id": r["id"], "j": j, "prompt_ids": r["prompt_ids"], "answer": r["answer"],
+                 "meta": r.get("meta")} for r in rows for j in range(cfg.sample.k)
+                if sample_key(r["id"], j) not in store]
         if len(store):
             log(f"resuming: {len(store)} samples already in {store.path}, {len(todo)} to go")
-        sample_items(cfg, engine, todo, store, total=len(rows) * cfg.sample.k, progress=progress)
+        dispatch(cfg, cfg.teacher, sample_work, todo, run_dir, (STORE,), engine=eng, progress=progress, log=log)
     return summarize(cfg, run_dir, rows)
 
 
-def todo_items(cfg: RunConfig, rows: list[dict], store: JsonlStore) -> list[tuple[dict, int]]:
-    """(problem row, sample index) pairs not yet in the store."""
-    return [(r, j) for r in rows for j in range(cfg.sample.k) if f"{r['id']}/{j}" not in store]
-
-
-def sample_items(cfg: RunConfig, engine, todo: list[tuple[dict, int]], store: JsonlStore, total: int | None = None,
-                 progress: bool = True) -> None:
-    """Generate, verify and append one record per (problem, j). Each sample's seed depends only on its
-    problem and index, so the same sample comes out whichever worker or run draws it."""
+def sample_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
+    """Generate, verify and append one record per item (a problem and a sample index j). Each
+    sample's seed depends only on its problem and index, so the same sample comes out whichever
+    worker or run draws it."""
     params = sampling_params(cfg)
     fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
-    chunk = max(1, getattr(engine, "batch_size", 1))
-    total = total or len(todo)
-    bar = tqdm(total=total, initial=total - len(todo), unit="sample", desc="sample", disable=not progress,
-               dynamic_ncols=True)
-    t0, n_tok, n_new = time.time(), 0, 0
+    check_prompts_fit(engine, [(it["problem_id"], it["prompt_ids"]) for it in items], params.max_new_tokens)
+    jobs = [Job(it["prompt_ids"], stable_seed(params.seed, it["problem_id"]) + it["j"], it) for it in items]
+
+    def build(job: Job, comps) -> list[dict]:
+        it, [c] = job.data, comps
+        span = reasoning.spans(c.token_ids, engine.tokenizer, fmt)
+        # The final answer is read after the reasoning block; a block that never closed has none.
+        v = verifier.check(reasoning.answer_text(c.text, fmt) or "", it["answer"], it.get("meta"))
+        return [{
+            "key": sample_key(it["problem_id"], it["j"]), "problem_id": it["problem_id"], "sample_index": it["j"],
+            "stage": "sample", "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
+            "finish_reason": c.finish_reason, "truncated": c.truncated,
+            "logprobs": pack_f16(c.logprobs), "entropy": pack_f16(c.entropy), "entropy_kind": c.entropy_kind,
+            "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
+            "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name, "sampling": asdict(params),
+            **(span.to_dict() | {"truncated_in_reasoning": c.truncated and not span.closed} if fmt.enabled else {}),
+        }]
+
+    bar = progress_bar(len(items), 0, "sample", "sample", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        for start in range(0, len(todo), chunk):
-            items = todo[start : start + chunk]
-            seeds = [stable_seed(params.seed, r["id"]) + j for r, j in items]
-            comps = engine.generate([r["prompt_ids"] for r, _ in items], params, n=1,
-                                    record_entropy=cfg.sample.record_entropy, seeds=seeds)
-            records = []
-            for (r, j), [c] in zip(items, comps):
-                span = reasoning.spans(c.token_ids, engine.tokenizer, fmt)
-                # The final answer is read after the reasoning block; a block that never closed has none.
-                v = verifier.check(reasoning.answer_text(c.text, fmt) or "", r["answer"], r.get("meta"))
-                records.append({
-                    "key": f"{r['id']}/{j}", "problem_id": r["id"], "sample_index": j, "stage": "sample",
-                    "text": c.text, "token_ids": c.token_ids, "n_tokens": len(c.token_ids),
-                    "finish_reason": c.finish_reason, "truncated": c.truncated,
-                    "logprobs": pack_f16(c.logprobs), "entropy": pack_f16(c.entropy), "entropy_kind": c.entropy_kind,
-                    "pred": v.pred, "extraction": v.extraction, "correct": v.correct, "verify_error": v.error,
-                    "seed": c.seed, "model": cfg.teacher.model, "engine": engine.name,
-                    "sampling": asdict(params),
-                    **(span.to_dict() | {"truncated_in_reasoning": c.truncated and not span.closed}
-                       if fmt.enabled else {}),
-                })
-                n_tok += len(c.token_ids)
-            store.append(records)
-            bar.update(len(records))
-            n_new += len(records)
-            dt = max(time.time() - t0, 1e-9)
-            bar.set_postfix_str(f"{n_new / dt:.2f} samples/s, {n_tok / dt:.1f} tok/s")
+        generate(engine, jobs, params, build, stores[STORE], record_entropy=cfg.sample.record_entropy, bar=bar)
     bar.close()
 
 
@@ -247,17 +212,3 @@ def format_table(run_dir: str | Path, max_rows: int = 50) -> str:
         + (f", incomplete {tc['incomplete']}" if tc.get("incomplete") else ""),
     ]
     return "\n".join(lines)
-
-
-def load_stage0(run_dir: str | Path) -> tuple[dict[str, dict], dict[str, list[dict]], dict[str, dict]]:
-    """(problems by id, Stage 0 samples by problem id, tier rows by problem id) of a run."""
-    run_dir = Path(run_dir)
-    for name in ("problems.jsonl", "samples.jsonl", "tiers.jsonl"):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name} is missing: run `heal sample` on this run first")
-    problems = {r["id"]: r for r in read_jsonl(run_dir / "problems.jsonl")}
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in read_store(run_dir / "samples.jsonl"):
-        by_problem[r["problem_id"]].append(r)
-    tiers = {r["problem_id"]: r for r in read_jsonl(run_dir / "tiers.jsonl")}
-    return problems, by_problem, tiers

@@ -172,14 +172,24 @@ def _lines(path, unpack: bool = True) -> Iterator[tuple[int, dict]]:
         yield lineno, rec
 
 
-def read_store(path: str | os.PathLike, unpack: bool = True) -> Iterator[dict]:
-    """A store's records, each key once (the first written wins: the later copies are what a second
-    writer duplicated before runs were locked). Malformed lines raise StoreError with file:line."""
+def read_numbered(path: str | os.PathLike, keyed: bool = True, unpack: bool = True) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSONL file, for readers that report file:line. `keyed`: a store,
+    each key once (the first written wins: the later copies are what a second writer duplicated
+    before runs were locked). Malformed lines raise StoreError with file:line."""
+    if not keyed:
+        yield from _parsed(path, unpack)
+        return
     seen: set[str] = set()
-    for _, rec in _lines(path, unpack):
+    for lineno, rec in _lines(path, unpack):
         if rec["key"] not in seen:
             seen.add(rec["key"])
-            yield rec
+            yield lineno, rec
+
+
+def read_store(path: str | os.PathLike, unpack: bool = True) -> Iterator[dict]:
+    """A store's records, each key once (see read_numbered)."""
+    for _, rec in read_numbered(path, True, unpack):
+        yield rec
 
 
 class JsonlStore:

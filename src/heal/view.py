@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from heal.entropy import step_spans_from_pieces, token_pieces
+from heal.records import continuation_index
 from heal.store import StoreError, atomic_write_text, read_jsonl
 
 # What each artifact is and which command writes it: a missing one is named on the page with this.
@@ -185,8 +186,10 @@ def _prefix_chars(sample_text: str, rec: dict, csteps: list) -> tuple[int, bool]
 
 def _cont_index(rec: dict) -> int:
     """c of a continuation key "<source key>/gear/<c>" (continuations are shown in order)."""
-    last = str(rec["key"]).rsplit("/", 1)[-1]
-    return int(last) if last.isdigit() else 0
+    try:
+        return continuation_index(str(rec["key"]))
+    except ValueError:  # a key of another scheme: shown first
+        return 0
 
 
 def _source(sample: dict | None, conts: list[dict], scored: dict, cfg, tokenizer) -> dict:
@@ -369,7 +372,7 @@ def _evals(evals: list[dict], eval_problems: dict, run_dir: Path, n_samples: int
     """Held-out records per method of one held-out set, and each test problem's tier (the teacher's
     pass rate on it, as `heal eval` computes it). `n_samples`: the n `heal eval` summarizes (None:
     every record)."""
-    from heal.sample import tier_of
+    from heal.runs import tier_of
 
     s = _run_section(run_dir, "sample")
     if n_samples is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
