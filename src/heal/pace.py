@@ -32,7 +32,7 @@ from heal.config import RunConfig, echo_config
 from heal import reasoning
 from heal.engines.base import chat_prompt_ids
 from heal.pure import verdict
-from heal.sample import load_stage0
+from heal.runs import load_stage0
 from heal.rundir import output_settings, writes_run
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 
