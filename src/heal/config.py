@@ -639,7 +639,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def echo_config(cfg: RunConfig, run_dir: Path) -> None:
     """Write the resolved config and the package version into the run directory (atomically)."""
-    from heal import __version__
+    from heal.version import __version__
     from heal.store import atomic_write_text
 
     body = {"heal_version": __version__, **cfg.model_dump(mode="json")}
