@@ -234,6 +234,9 @@ def test_output_settings_leave_out_the_neutral_fields():
     assert set(C.TrainConfig.model_fields) - set(output_settings(C.TrainConfig())) == \
         {"methods", "progress", "gradient_checkpointing", "save_steps"}
     assert set(C.EvalConfig.model_fields) - set(output_settings(C.EvalConfig())) == {"batch_size"}
+    assert output_settings(C.VerifyConfig()) == {"method": "math_verify"}  # a timeout is not a setting of answers
+    for cls in (C.PromptConfig, C.SamplingConfig):  # every field of these is pinned
+        assert set(output_settings(cls())) == set(cls.model_fields)
 
 
 def test_changed_settings_compares_only_what_the_new_engine_declares():

@@ -464,7 +464,8 @@ class VerifyConfig(_Strict):
 
     method: Literal["math_verify", "reasoning_gym"] = Field(
         "math_verify", description="math_verify (symbolic equivalence) or the reasoning_gym task's own scorer.")
-    timeout_s: float = Field(5.0, gt=0, description="Seconds per check (a worker subprocess with a hard timeout).")
+    timeout_s: float = Field(5.0, gt=0, json_schema_extra=NEUTRAL,
+                             description="Seconds per check (a worker subprocess with a hard timeout).")
 
 
 class LauncherConfig(_Strict):
