@@ -122,6 +122,13 @@ def test_engine_config_helpers():
     cfg = load_config(None, {"teacher.threads": 2, "teacher.n_ctx": 2048, "pure.scorer_engine": "llamacpp",
                              "pure.scorer": "other"})
     assert C.scorer_config(cfg) == C.LlamaCppConfig(model="other", threads=2, n_ctx=2048)  # parallel not carried
+    cfg = load_config(None, {"teacher": {"engine": "openai", "model": "m"}, "pure.scorer_engine": "hf",
+                             "pure.device": "cuda", "pure.dtype": "bfloat16"})  # an hf scorer on a GPU beside a server teacher
+    assert C.scorer_config(cfg) == C.HFConfig(model="m", device="cuda", dtype="bfloat16")
+    cfg = load_config(None, {"teacher": {"engine": "hf", "model": "m", "device": "cuda:1"}, "pure.scorer_engine": "hf"})
+    assert C.scorer_config(cfg) == C.HFConfig(model="m", device="cuda:1")
+    with pytest.raises(ConfigError, match=r"pure: device applies to scorer_engine hf only \(scorer_engine is llamacpp\)"):
+        load_config(None, {"pure.scorer_engine": "llamacpp", "pure.device": "cuda"})
     teacher = load_config(None, {"pure.scorer_engine": "teacher"})
     assert C.scorer_config(teacher) is teacher.teacher
     with pytest.raises(ValueError, match="leave pure.scorer unset"):
@@ -310,3 +317,11 @@ def test_stage_fingerprints_are_unchanged_for_existing_runs():
 
 
 GOLDEN = "61c795a452e767f5"  # computed with heal.config and pace.run_train at 479ca0a
+
+
+@pytest.mark.parametrize("engine", C.ENGINES)
+def test_heal_config_output_loads_back(tmp_path, engine):
+    """`heal config > my.yaml` (README) gives a config that loads as the same config, for every engine."""
+    cfg = load_config(None, {"teacher.engine": engine})
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    assert load_config(tmp_path / "my.yaml") == cfg

@@ -318,6 +318,11 @@ class PureConfig(_Strict):
                           "(heal.config.scorer_config); teacher: the teacher's own engine as configured (an "
                           "openai/vllm teacher scores its candidates through the same server, with prompt "
                           "log-probs).")
+    device: str | None = Field(None, json_schema_extra=NEUTRAL,
+                               description="scorer_engine hf: its device (None: the teacher's, if its engine has one, "
+                                           'else "cpu"), e.g. cuda beside an openai teacher.')
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="scorer_engine hf: its dtype (None: the teacher's, if its engine has one, else float32).")
     score: Literal["rho_step", "rho_ans", "S", "l_max", "rho_sum", "S_rel"] = Field(
         "S", description="Which score a verdict thresholds (heal.pure.score_value), chosen by AUROC against "
                          "step-checker labels on real repairs (docs/method.md, PURE; "
@@ -333,6 +338,13 @@ class PureConfig(_Strict):
     verify_steps: Literal["none", "arithmetic"] = Field(
         "none", description="arithmetic: also reject candidates whose steps the step checker does not verify (an "
                             "extra filter, never the only one).")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.scorer_engine != "hf" and (given := [f for f in ("device", "dtype") if getattr(self, f) is not None]):
+            raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to scorer_engine hf "
+                             f"only (scorer_engine is {self.scorer_engine})")
+        return self
 
 
 class StageConfig(_Strict):
@@ -521,7 +533,8 @@ def scorer_config(cfg: RunConfig) -> EngineConfig:
         return cfg.teacher
     cls = ENGINE_CONFIGS[cfg.pure.scorer_engine]
     shared = {k: v for k, v in cfg.teacher if k in cls.model_fields and k not in ("engine", "parallel", "batch_size")}
-    return cls(**shared | {"model": cfg.pure.scorer or cfg.teacher.model})
+    own = {k: v for k in ("device", "dtype") if (v := getattr(cfg.pure, k)) is not None}  # scorer_engine hf only
+    return cls(**shared | own | {"model": cfg.pure.scorer or cfg.teacher.model})
 
 
 def student_config(cfg: RunConfig, model: str) -> HFConfig | VLLMConfig:
