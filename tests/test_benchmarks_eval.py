@@ -245,3 +245,19 @@ def test_committed_single_set_run_summarizes_unchanged(tmp_path):
     docs = json.loads((ROOT / "docs" / "results" / "pace-qwen0.5b" / "eval-summary.json").read_text())
     assert {n: m["pass@1"] for n, m in docs["models"].items()} == {n: out["models"][n]["pass@1"] for n in docs["models"]}
     assert out["models"]["heal"]["pass@1"] == pytest.approx(15 / 79)  # the README's 0.190
+
+
+@pytest.mark.slow
+def test_gpqa_answers_carry_no_step_verdict(tmp_path, smollm2):
+    """A real teacher (SmolLM2 on llama.cpp) answers the GPQA preset's problems: the records say the
+    step checker does not apply (derivation_ok None), and the summary's verified share is None."""
+    atomic_write_jsonl(tmp_path / "run" / "problems.jsonl", [{"id": "x1", "question": TRAIN_Q, "answer": "4"}])
+    cfg = load_config(None, {
+        "output_dir": str(tmp_path / "run"), "teacher.model": "smollm2-135m", "teacher.n_ctx": 1024,
+        "sampling.max_new_tokens": 24, "eval.n_samples": 1, "eval.greedy": False,
+        "eval.data": {"source": f"gpqa:{write_gpqa(tmp_path / 'gpqa.csv')}"}})
+    summary = run_eval(cfg, models={}, progress=False, log=lambda *a: None)
+    recs = list(read_jsonl(tmp_path / "run" / "eval" / "evals.jsonl"))
+    assert len(recs) == 2 and all(r["derivation_ok"] is None for r in recs)
+    assert all(r["step_check"] == "not applicable (multiple choice)" for r in recs)
+    assert summary["models"]["teacher"]["verified_share_of_correct"] is None

@@ -261,3 +261,22 @@ def test_majority_vote_on_choice_problems_counts_letters(tmp_path):
             for j, pred in enumerate(["B", "(A)", "A"])]
     atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
     assert summarize_eval(cfg)["models"]["m"]["maj@k"]["mean"] == 0.0
+
+
+def test_multiple_choice_answers_are_neither_verified_nor_unverified():
+    """On a GPQA-style problem the arithmetic step checker has nothing to check: an eval record's
+    derivation_ok is None there, and the verified share counts only the answers it applies to."""
+    from heal.evaluate import model_summary
+
+    rec = lambda pid, j, correct, ok: {"key": f"m@base/{pid}/{j}", "model": "m", "problem_id": pid, "sample": j,  # noqa: E731
+                                       "correct": correct, "pred": "A" if correct else "B", "truncated": False,
+                                       "n_tokens": 10, "text": "", "derivation_ok": ok}
+    rs = [rec("g1", 0, True, None), rec("g1", 1, False, None), rec("m1", 0, True, True), rec("m1", 1, True, False)]
+    sampled = {"g1": [True, False], "m1": [True, True]}
+    m = model_summary(rs, sampled, {}, frozenset({"g1"}))
+    assert m["verified_share_of_correct"] == 0.5  # m1's two correct answers, one verified; g1's not counted
+    only_choice = model_summary(rs[:2], {"g1": [True, False]}, {}, frozenset({"g1"}))
+    assert only_choice["verified_share_of_correct"] is None
+    from heal.records import EVAL, check
+
+    check(rs[0], EVAL)

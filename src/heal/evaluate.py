@@ -370,11 +370,16 @@ def eval_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jsonl
         it, [c] = job.data, comps
         p = it["problem"]
         v = verifier.check(reasoning.answer_text(c.text, fmt) or "", p["answer"], p.get("meta"))
-        chk = check_steps([c.text], p["answer"], p["question"])
+        if (p.get("meta") or {}).get("answer_kind") == "choice":
+            # a multiple-choice answer has no arithmetic derivation to check: neither verified nor not
+            ok, why = None, "not applicable (multiple choice)"
+        else:
+            chk = check_steps([c.text], p["answer"], p["question"])
+            ok, why = bool(v.correct) and chk.ok, chk.reason
         return [{"key": eval_key(it["model"], it["tag"], p["id"], it["j"]), "model": it["model"], "tag": it["tag"],
                  "problem_id": p["id"], "sample": it["j"], "text": c.text, "n_tokens": len(c.token_ids),
                  "truncated": c.truncated, "pred": v.pred, "correct": v.correct,
-                 "verify_error": v.error, "derivation_ok": bool(v.correct) and chk.ok, "step_check": chk.reason}]
+                 "verify_error": v.error, "derivation_ok": ok, "step_check": why}]
 
     desc = f"eval {first['model']}" + (f" on {first['bench']}" if first["bench"] else "")
     bar = progress_bar(len(items), 0, desc, "sample", progress)
@@ -472,7 +477,8 @@ def model_summary(rs: list[dict], sampled: dict[str, list[bool | None]], tiers: 
     """One model's entry of a summary, from its records `rs` (sampled and greedy) of one benchmark."""
     texts = [r for r in rs if r["sample"] != "greedy"]
     greedy = [r for r in rs if r["sample"] == "greedy"]
-    correct = [r for r in rs if r["correct"] is True]
+    # the step checker's share, over the correct answers it applies to (none on multiple choice)
+    correct = [r for r in rs if r["correct"] is True and r.get("derivation_ok") is not None]
     m = pass_at_1(sampled)
     m["greedy"] = float(np.mean([r["correct"] is True for r in greedy])) if greedy else None
     m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})

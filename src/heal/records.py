@@ -176,7 +176,7 @@ class EvalRecord(TypedDict):
     truncated: bool
     pred: str | None
     correct: bool | None
-    derivation_ok: bool
+    derivation_ok: bool | None  # None: not applicable (a multiple-choice problem)
     tag: NotRequired[str]
     text: NotRequired[str]
 
