@@ -481,8 +481,9 @@ class VerifyConfig(_Strict):
 
 
 class LauncherConfig(_Strict):
-    """Where generation runs. local: one engine in this process. ray: Stage 0's problems are sharded
-    over Ray actors (one engine each), each writing its own shard of the store (heal.launch)."""
+    """Where generation runs. local: one engine in this process. ray: every generating stage (sample,
+    hint, repair, filter, eval) shards its work by problem over Ray actors (one engine each), each
+    writing its own shard of the stage's store (heal.runs.dispatch)."""
 
     kind: Literal["local", "ray"] = Field("local", description="local: one engine in this process; ray: Ray actors.")
     address: str | None = Field(None, description='A running cluster ("auto", "ray://head:10001"); None: start a '
@@ -686,8 +687,8 @@ SECTIONS: dict[str, tuple[str, tuple[type[BaseModel], ...]]] = {
 
 def is_output_neutral(info) -> bool:
     """Does this field (a pydantic FieldInfo) change only speed or transport, never a stage's output?"""
-    return bool((info.json_schema_extra or {}).get("output_neutral")) if isinstance(info.json_schema_extra, dict) \
-        else False
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("output_neutral"))
 
 
 def _type_name(ann) -> str:
