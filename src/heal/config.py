@@ -729,6 +729,11 @@ def field_rows(cls: type[BaseModel]) -> list[dict]:
     return rows
 
 
+def _doc(cls: type[BaseModel]) -> str:
+    """A config class's docstring as one paragraph."""
+    return " ".join((cls.__doc__ or "").split())
+
+
 def _section(section: str | None) -> list[str]:
     if section is None:
         return list(SECTIONS)
@@ -745,8 +750,8 @@ def describe_fields(section: str | None = None, width: int = 100) -> str:
     for name in _section(section):
         where, classes = SECTIONS[name]
         for cls in classes:
-            title = cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ""
-            out.append(f"[{name}] {title}" + (f"  (in {where})" if where != name else ""))
+            out.append(f"[{name}]" + (f" (in {where})" if where != name else ""))
+            out += textwrap.wrap(_doc(cls), width, initial_indent="  ", subsequent_indent="  ")
             for row in field_rows(cls):
                 tag = "  [output-neutral]" if row["neutral"] else ""
                 out.append(f"  {row['name']}: {row['type']} = {row['default']}{tag}")
@@ -769,8 +774,7 @@ def config_reference(section: str | None = None) -> str:
         where, classes = SECTIONS[name]
         for cls in classes:
             title = f"`{name}`" + (f", `engine: {cls.model_fields['engine'].default}`" if name == "teacher" else "")
-            out += [f"## {title}", "", f"{cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''} "
-                    f"Where: {where}.", "", "| field | type | default | description |", "|---|---|---|---|"]
+            out += [f"## {title}", "", f"{_doc(cls)} Where: {where}.", "", "| field | type | default | description |", "|---|---|---|---|"]
             for row in field_rows(cls):
                 desc = row["description"] + (" *Output-neutral.*" if row["neutral"] else "")
                 out.append(f"| `{row['name']}` | {cell(row['type'])} | `{cell(row['default'])}` | {cell(desc)} |")
