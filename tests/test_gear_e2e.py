@@ -31,7 +31,7 @@ def _cfg(tmp_path, model, engine, problems, extra=None):
     src = tmp_path / "problems.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in problems))
     cfg = {"output_dir": str(tmp_path / "run"), "data": {"source": str(src)},
-           "teacher": {"model": model, "engine": engine, "n_ctx": 1024, "batch_size": 4},
+           "teacher": {"model": model, "engine": engine, **({"n_ctx": 1024} if engine == "llamacpp" else {"batch_size": 4})},
            "sampling": {"max_new_tokens": 40, "temperature": 0.8}, "sample": {"k": 3},
            "gear": {"max_trajectories": 2, "continuations": 3, "window": "all", "tiers": ["solved", "hard", "corner"]},
            "guided": {"samples": 2, "tiers": ["solved", "hard", "corner"]}}

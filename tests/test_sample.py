@@ -34,7 +34,7 @@ def _config(tmp_path, model, engine, k=2, n=3, max_new=24):
     problems = _write_problems(tmp_path / "problems_in.jsonl", n)
     cfg = {
         "output_dir": str(tmp_path / "run"),
-        "teacher": {"model": model, "engine": engine, "n_ctx": 1024, "batch_size": 4},
+        "teacher": {"model": model, "engine": engine, **({"n_ctx": 1024} if engine == "llamacpp" else {"batch_size": 4})},
         "data": {"source": str(problems)},
         "sampling": {"max_new_tokens": max_new, "temperature": 0.8},
         "sample": {"k": k},

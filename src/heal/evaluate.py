@@ -30,7 +30,7 @@ from heal import reasoning
 from heal.config import DataConfig, RunConfig, student_config
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
-from heal.rundir import RunMismatch, writes_run
+from heal.rundir import RunMismatch, check_settings, sections, writes_run
 from heal.records import EVAL, eval_key, read_records
 from heal.runs import Job, dispatch, generate, local_engine, merge_shards, progress_bar, stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
@@ -299,19 +299,9 @@ def pin_eval_settings(cfg: RunConfig, bench: Benchmark | None = None) -> None:
     decide what a record holds (sampling, prompt, verifier) are pinned in the benchmark's settings.json
     (default: eval/settings.json) with its first evaluation; later settings that differ are refused
     instead of mixing old and new answers."""
-    from heal.rundir import changed_settings
-
     bench = bench or single_set(cfg)
-    sections = ("sampling", "prompt", "verify")
-    new = cfg.model_dump(mode="json")
-    path, store = bench.dir / "settings.json", bench.store
-    evaluated = store.exists() and store.stat().st_size > 0
-    if evaluated and path.exists():
-        if diff := changed_settings(json.loads(path.read_text()), new, sections):
-            raise RunMismatch(f"{store} was evaluated with different settings ({', '.join(diff)}, pinned in "
-                              f"{path}); use another output_dir, or delete both files to evaluate again")
-    else:  # nothing evaluated yet (pin again), or records from before settings.json existed
-        atomic_write_text(path, json.dumps({s: new[s] for s in sections}, indent=2) + "\n")
+    check_settings(bench.dir / "settings.json", sections(cfg, ("sampling", "prompt", "verify")), bench.store,
+                   "evaluated")
 
 
 def model_tag(path: str) -> str:

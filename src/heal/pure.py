@@ -24,7 +24,7 @@ import numpy as np
 from heal import reasoning
 from heal.config import RunConfig, echo_config, scorer_config
 from heal.records import CANDIDATE, REFERENCE, SCORED, hint_free_start, read_records, reference_key, reference_problem
-from heal.rundir import RunMismatch, writes_run
+from heal.rundir import RunMismatch, check_settings, writes_run
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import strip_stop
 from heal.hints import mentions_hint, states_answer_before_deriving
@@ -204,10 +204,15 @@ def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) ->
     merge_shards(run_dir, [STORE, REFERENCES], log)
     store = JsonlStore(run_dir / STORE)
     name = scorer_name(cfg)
-    others = {r["scorer"] for r in read_records(store.path, SCORED)} - {name} if store.path.exists() else set()
-    if others:
-        raise RunMismatch(f"{store.path} was scored by {sorted(others)}, not {name}: scores of two scorers are not "
-                          f"comparable; use another output_dir (or move scored.jsonl away) to rescore")
+    pin = run_dir / "scorer_config.json"
+    if not pin.exists():  # a run scored before the pin existed: its records name their scorer
+        others = {r["scorer"] for r in read_records(store.path, SCORED)} - {name} if store.path.exists() else set()
+        if others:
+            raise RunMismatch(f"{store.path} was scored by {sorted(others)}, not {name}: scores of two scorers are "
+                              f"not comparable; use another output_dir (or move scored.jsonl away) to rescore")
+    # scores of two scorers are not comparable; score and threshold are not pinned: a verdict is
+    # re-applied to the stored scores whenever they change
+    check_settings(pin, {"scorer": scorer_config(cfg)}, store.path, "scored")
     refs = {}
     if (run_dir / REFERENCES).exists():
         for r in read_records(run_dir / REFERENCES, REFERENCE):

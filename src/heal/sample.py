@@ -21,7 +21,7 @@ from heal.engines.base import check_prompts_fit, chat_prompt_ids
 from heal import reasoning
 from heal.problems import Problem, from_config
 from heal.records import SAMPLE, read_records, sample_key
-from heal.rundir import PINNED_SECTIONS, RunMismatch, changed_settings, pinned_settings, writes_run
+from heal.rundir import PINNED_SECTIONS, RunMismatch, check_settings, sections, writes_run
 from heal.runs import (Job, dispatch, generate, local_engine, load_tokenizer, merge_shards, progress_bar,
                        sampling_params, stable_seed, tier_of)
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl
@@ -77,16 +77,8 @@ def pin_settings(cfg: RunConfig, run_dir: Path) -> None:
     The settings Stage 0 sampled with are kept in RUN/sample_config.json, written once with the
     first sample (config.yaml is rewritten by every stage, so a later `heal train --set ...` must not
     move the reference). Runs from before that file fall back to config.yaml."""
-    new = cfg.model_dump(mode="json")
-    sampled = (run_dir / "samples.jsonl").exists() and (run_dir / "samples.jsonl").stat().st_size > 0
-    old = pinned_settings(run_dir)
-    if old is not None and sampled:
-        if diff := changed_settings(old, new, PINNED_SECTIONS):
-            raise RunMismatch(f"{run_dir} was sampled with different settings ({', '.join(diff)}); "
-                              f"use another output_dir to sample with the new ones")
-    ref = run_dir / "sample_config.json"
-    if not ref.exists() or not sampled:
-        atomic_write_text(ref, json.dumps({s: new[s] for s in PINNED_SECTIONS}, indent=2) + "\n")
+    check_settings(run_dir / "sample_config.json", sections(cfg, PINNED_SECTIONS), run_dir / STORE, "sampled",
+                   fallback=run_dir / "config.yaml")
 
 
 def summarize(cfg: RunConfig, run_dir: Path, problems: list[dict]) -> dict:
