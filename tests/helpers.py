@@ -52,14 +52,17 @@ def write_tiny_run(tmp_path, tiny_model_dir, train: dict | None = None) -> Path:
             text = f"{i} + {i} = {2 * i}.\n\n\\boxed{{{2 * i}}}"
             ids = tok(text, add_special_tokens=False)["input_ids"] + [end]
             samples.append({"key": f"p{i}/{j}", "problem_id": f"p{i}", "sample_index": j, "token_ids": ids,
-                            "text": text, "correct": j == 0 and i < 2, "truncated": False, "pred": str(2 * i)})
+                            "n_tokens": len(ids), "text": text, "correct": j == 0 and i < 2, "truncated": False,
+                            "pred": str(2 * i)})
         tiers.append({"problem_id": f"p{i}", "tier": "solved" if i < 2 else "corner", "n": 2, "correct": 1})
         for kind, store in (("guided", guided), ("repair", repairs)):
             key = f"p{i}/{kind}/0"
             store.append({"key": key, "problem_id": f"p{i}", "kind": kind, "correct": True, "duplicate": False,
-                          "training_ids": ids, "training_text": text})
-            scored.append({"key": key, "prefilter": None, "rho_step": 0.5 if i % 2 == 0 else 9.0,
-                           "derivation_ok": True})
+                          "training_ids": ids, "training_text": text, "continuation_ids": ids, "continuation": text,
+                          "n_tokens": len(ids), "truncated": False, "pred": str(2 * i), "derivation_ok": True})
+            scored.append({"key": key, "problem_id": f"p{i}", "kind": kind, "prefilter": None, "S": 1.0,
+                           "l_max": 1.0, "U": 0.1, "S_ref": 1.0, "rho_ans": 0.1,
+                           "rho_step": 0.5 if i % 2 == 0 else 9.0, "scorer": "tiny@teacher", "derivation_ok": True})
     for name, rows in [("problems", problems), ("samples", samples), ("tiers", tiers), ("guided", guided),
                        ("repairs", repairs), ("scored", scored)]:
         atomic_write_jsonl(run / f"{name}.jsonl", rows)

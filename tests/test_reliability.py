@@ -88,7 +88,7 @@ def test_readers_count_a_duplicated_key_once(tmp_path):
 
     run = tmp_path / "run"
     rec = lambda j, ok: {"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": ok,  # noqa: E731
-                         "truncated": False, "pred": "1", "n_tokens": 3}
+                         "truncated": False, "pred": "1", "n_tokens": 3, "text": "", "token_ids": [1, 2, 3]}
     # what two unlocked writers left: every record twice
     atomic_write_jsonl(run / "samples.jsonl", [rec(0, True), rec(1, False), rec(0, True), rec(1, False)])
     cfg = RunConfig(output_dir=str(run), sample={"k": 2})
@@ -107,7 +107,7 @@ def test_a_smaller_k_reads_the_first_k_samples_and_labels_k_honestly(tmp_path):
 
     run = tmp_path / "run"
     recs = [{"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": j >= 2, "truncated": False,
-             "pred": "1", "n_tokens": 3} for j in range(4)]
+             "pred": "1", "n_tokens": 3, "text": "", "token_ids": [1, 2, 3]} for j in range(4)]
     atomic_write_jsonl(run / "samples.jsonl", recs)
     s = summarize(RunConfig(output_dir=str(run), sample={"k": 2}), run, [{"id": "p0", "answer": "1"}])
     assert s["k"] == 2 and s["samples"] == 2 and s["correct"] == 0 and s["tiers"]["corner"] == 1

@@ -32,9 +32,10 @@ from heal.config import RunConfig, echo_config
 from heal import reasoning
 from heal.engines.base import chat_prompt_ids
 from heal.pure import verdict
+from heal.records import CANDIDATE, SCORED, read_records
 from heal.runs import load_stage0
 from heal.rundir import output_settings, writes_run
-from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
+from heal.store import atomic_write_jsonl, atomic_write_text, read_jsonl
 
 
 METHODS: dict[str, list[list[str]]] = {
@@ -70,11 +71,12 @@ def build_data(cfg: RunConfig, log=print) -> dict[str, int]:
             sets["ALL"].append(ex)
             if s["correct"] is True:
                 sets["D1"].append(ex)
-    scored = {r["key"]: r for r in JsonlStore(run_dir / "scored.jsonl")} if (run_dir / "scored.jsonl").exists() else {}
+    scored = ({r["key"]: r for r in read_records(run_dir / "scored.jsonl", SCORED)}
+              if (run_dir / "scored.jsonl").exists() else {})
     for name, kind in (("guided.jsonl", "D2"), ("repairs.jsonl", "D3")):
         if not (run_dir / name).exists():
             continue
-        for r in JsonlStore(run_dir / name):
+        for r in read_records(run_dir / name, CANDIDATE):
             if r["correct"] is not True or r.get("duplicate"):
                 continue
             ex = _example(problems[r["problem_id"]], r["training_ids"], r["training_text"], kind, r["key"],
@@ -158,7 +160,6 @@ def end_of_turn(tok) -> int:
     return tok.eos_token_id
 
 
-_end_of_turn = end_of_turn  # old private name, still imported by experiments/pure_calibration.py
 
 
 def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: RunConfig, stage: dict, seed: int,
