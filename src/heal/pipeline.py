@@ -26,7 +26,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
     from heal.pace import run_train
     from heal.pure import run_filter
     from heal.report import write_report
-    from heal.runs import local_engine
+    from heal.runs import local_engine, ray_session
     from heal.sample import format_table, load_run_problems, run_sample
 
     run_dir = Path(cfg.output_dir)
@@ -36,23 +36,26 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
         log(f"\n== {name}  ({time.time() - t0:.0f}s into the run)")
 
     problems = load_run_problems(cfg, None, log)  # a bad data file fails before the teacher loads
-    # One teacher load for the three sampling stages (under a Ray launcher each stage's workers load it).
-    with local_engine(cfg, cfg.teacher) as engine:
-        step("1/7 sample (Stage 0 rejection sampling)")
-        run_sample(cfg, engine=engine, problems=problems, progress=progress, log=log)
-        log(format_table(run_dir))
-        step("2/7 hint (answer-guided samples)")
-        log(str(run_guided(cfg, engine=engine, progress=progress, log=log)))
-        step("3/7 repair (GEAR)")
-        log(str(run_repair(cfg, engine=engine, progress=progress, log=log)))
-    step("4/7 filter (PURE)")
-    log(str(run_filter(cfg, progress=progress, log=log)))
+    # One teacher load for the three sampling stages; under a Ray launcher one Ray session for the
+    # generating stages, whose workers load their own engines.
+    with ray_session(cfg):
+        with local_engine(cfg, cfg.teacher) as engine:
+            step("1/7 sample (Stage 0 rejection sampling)")
+            run_sample(cfg, engine=engine, problems=problems, progress=progress, log=log)
+            log(format_table(run_dir))
+            step("2/7 hint (answer-guided samples)")
+            log(str(run_guided(cfg, engine=engine, progress=progress, log=log)))
+            step("3/7 repair (GEAR)")
+            log(str(run_repair(cfg, engine=engine, progress=progress, log=log)))
+        step("4/7 filter (PURE)")  # the teacher is closed first: the scorer may be another model
+        log(str(run_filter(cfg, progress=progress, log=log)))
     step("5/7 train (PACE and baselines)")
     run_train(cfg, log=log)
     if stop_after == "train":
         return run_dir
     step("6/7 eval")
-    run_eval(cfg, progress=progress, log=log)
+    with ray_session(cfg):
+        run_eval(cfg, progress=progress, log=log)
     if stop_after == "eval":
         return run_dir
     step("7/7 report")

@@ -217,12 +217,7 @@ def _ray_dispatch(cfg, model_cfg, work: Work, items: list[dict], out_dir: Path, 
     log(f"ray: {len(items)} items over {len(shards)} workers")
     started_here = not ray.is_initialized()
     if started_here:
-        if lc.address:
-            ray.init(address=lc.address, log_to_driver=False)
-        else:  # a local cluster sized for the workers
-            ray.init(num_cpus=max(1, int(round(lc.cpus_per_worker * len(shards)))),
-                     num_gpus=int(round(lc.gpus_per_worker * len(shards))), log_to_driver=False,
-                     include_dashboard=False)
+        _ray_init(lc, len(shards))
     Worker = ray.remote(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker)(ShardWorker)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +244,35 @@ def _ray_dispatch(cfg, model_cfg, work: Work, items: list[dict], out_dir: Path, 
             ray.shutdown()
 
 
+def _ray_init(lc, workers: int) -> None:
+    import ray
+
+    if lc.address:
+        ray.init(address=lc.address, log_to_driver=False)
+    else:  # a local cluster sized for the workers
+        ray.init(num_cpus=max(1, int(round(lc.cpus_per_worker * workers))),
+                 num_gpus=int(round(lc.gpus_per_worker * workers)), log_to_driver=False, include_dashboard=False)
+
+
+@contextmanager
+def ray_session(cfg):
+    """Under `launcher.kind: ray`, one Ray connection (or local cluster) for a block of stages
+    (`heal run`), instead of one per stage; nothing otherwise."""
+    if cfg.launcher.kind != "ray":
+        yield
+        return
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    _ray_init(cfg.launcher, cfg.launcher.workers)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def _count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -271,4 +295,4 @@ def load_tokenizer(model_cfg):
 
 
 __all__ = ["Job", "ShardWorker", "dispatch", "generate", "load_stage0", "local_engine", "load_tokenizer", "merge_shards",
-           "progress_bar", "sampling_params", "stable_seed", "tier_of"]
+           "progress_bar", "ray_session", "sampling_params", "stable_seed", "tier_of"]
