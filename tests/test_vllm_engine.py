@@ -25,7 +25,7 @@ def test_completion_mapping_drops_the_stop_token_and_keeps_stats_aligned():
     top = lambda d: {t: _lp(v) for t, v in d.items()}  # noqa: E731
     out = SimpleNamespace(token_ids=[7, 8, 2], text="ab", finish_reason="stop",
                           logprobs=[top({7: -0.1, 9: -2.5}), top({3: -0.2, 8: -1.9}), top({2: -0.01})])
-    c = completion_from_output(out, k=1, record_entropy=True, seed=5, stop_ids={2})
+    c = completion_from_output(out, k=1, record_entropy=True, seed=5, stop={2})
     assert c.token_ids == [7, 8] and c.text == "ab" and c.seed == 5 and c.finish_reason == "stop"
     assert c.logprobs == [-0.1, -1.9]  # the sampled token's log-prob, also when outside the top k
     # Entropy from the k best plus the sampled token when vLLM appended it (known mass), tail bucket.
@@ -33,7 +33,7 @@ def test_completion_mapping_drops_the_stop_token_and_keeps_stats_aligned():
     assert c.entropy[1] == pytest.approx(topk_entropy([-0.2, -1.9]))
     assert c.entropy_kind == "topk"
     cut = SimpleNamespace(token_ids=[7, 8], text="ab", finish_reason="length", logprobs=None)
-    c = completion_from_output(cut, k=1, record_entropy=False, seed=0, stop_ids={2})
+    c = completion_from_output(cut, k=1, record_entropy=False, seed=0, stop={2})
     assert c.truncated and c.token_ids == [7, 8] and c.entropy is None
 
 

@@ -34,7 +34,7 @@ def _position_entropy(top: dict, k: int) -> float:
 
 
 def completion_from_output(out: Any, k: int, record_entropy: bool, seed: int | None,
-                           stop_ids: set[int] = frozenset()) -> Completion:
+                           stop: set[int] = frozenset()) -> Completion:
     """One vLLM CompletionOutput -> Completion. Its token_ids include the stop token when the model
     ended the turn (vLLM keeps EOS ids in token_ids, not in text); the protocol leaves it out."""
     ids = [int(t) for t in out.token_ids]
@@ -47,7 +47,7 @@ def completion_from_output(out: Any, k: int, record_entropy: bool, seed: int | N
         for tid, top in zip(ids, out.logprobs):
             lps.append(_logprob_value(top[tid]))
             ents.append(_position_entropy(top, k))
-    if reason == "stop" and ids and ids[-1] in stop_ids:
+    if reason == "stop" and ids and ids[-1] in stop:
         ids = ids[:-1]
         if lps is not None:
             lps, ents = lps[:-1], ents[:-1]
