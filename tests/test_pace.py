@@ -54,6 +54,12 @@ def test_teacher_ids_are_used_exactly_when_tokenizers_match(smol_tok):
     full, cut = tokenize_for_student(ex, smol_tok, exact_ids=True)
     assert full["input_ids"] == prompt + [7, 8, end] and full["labels"] == [-100] * len(prompt) + [7, 8, end]
     assert cut["input_ids"] == prompt + [7, 8]
+    # Engines leave the stop token out; an older hf record ends with the teacher's own (here
+    # <|endoftext|>): the training text still ends with exactly one end-of-turn, the student's.
+    eot = smol_tok.convert_tokens_to_ids("<|endoftext|>")
+    for ids in ([7, 8], [7, 8, end], [7, 8, eot]):
+        [row] = tokenize_for_student([{"prompt": "q", "completion_ids": ids, "completion": "x"}], smol_tok, exact_ids=True)
+        assert row["input_ids"] == prompt + [7, 8, end]
 
 
 def test_reasoning_text_is_not_stripped_by_the_chat_template(smol_tok):

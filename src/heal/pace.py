@@ -131,6 +131,7 @@ def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str
     goes through the chat template, which some templates (Qwen3) use to drop reasoning from
     assistant turns: heal's own mask keeps it."""
     end = end_of_turn(tok)
+    specials = set(tok.all_special_ids)
     same_format = (teacher_format.enabled, teacher_format.prefilled, teacher_format.start, teacher_format.end) == \
         (student_format.enabled, student_format.prefilled, student_format.start, student_format.end)
     out = []
@@ -138,6 +139,10 @@ def tokenize_for_student(examples: list[dict], tok, exact_ids: bool, system: str
         prompt = chat_prompt_ids(tok, ex["prompt"], system, student_format.template_kwargs)
         if exact_ids and same_format:
             completion = list(ex["completion_ids"])
+            # Engines leave the stop token out; records of older hf runs end with the teacher's own
+            # (perhaps <|endoftext|>, not the student's end of turn): one end-of-turn, the student's.
+            while completion and completion[-1] in specials:
+                completion.pop()
         else:
             text = reasoning.for_student(ex["completion"], teacher_format, student_format)
             completion = tok(text, add_special_tokens=False)["input_ids"]
