@@ -26,7 +26,7 @@ import numpy as np
 from heal.config import load_config
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import run_repair, select_failed, step_texts, strip_stop
-from heal.sample import load_stage0
+from heal.runs import load_stage0
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_text, read_jsonl
 
