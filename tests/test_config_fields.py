@@ -115,8 +115,6 @@ def test_engine_config_helpers():
     assert C.engine_config(model="m", engine="hf", batch_size=2) == C.HFConfig(model="m", batch_size=2)
     with pytest.raises(ConfigError, match="n_ctx: a setting of engine llamacpp, not of engine hf"):
         C.engine_config(engine="hf", n_ctx=5)
-    # The old bag's constructor, for callers not yet moved: it keeps what the engine takes.
-    assert C.ModelConfig(model="m", engine="hf", n_ctx=5, batch_size=2) == C.HFConfig(model="m", batch_size=2)
     cfg = load_config(None, {"teacher.threads": 2, "pure.scorer_engine": "hf"})
     assert C.scorer_config(cfg) == C.HFConfig(model=cfg.teacher.model)
     cfg = load_config(None, {"teacher.threads": 2, "teacher.n_ctx": 2048, "pure.scorer_engine": "llamacpp",

@@ -175,11 +175,11 @@ def test_llamacpp_parallel_sequences(llamacpp_parallel, llamacpp_smollm2, hf_smo
 
 
 def test_make_engine_batch_size_default_and_override(tiny_model_dir):
-    from heal.config import ModelConfig
+    from heal.config import engine_config
     from heal.engines import make_engine
 
-    assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf")).batch_size == 8  # unset: hf's default
-    assert make_engine(ModelConfig(model=tiny_model_dir, engine="hf", batch_size=3)).batch_size == 3
+    assert make_engine(engine_config(model=tiny_model_dir, engine="hf")).batch_size == 8  # unset: hf's default
+    assert make_engine(engine_config(model=tiny_model_dir, engine="hf", batch_size=3)).batch_size == 3
 
 
 # -- KV-cache memory -----------------------------------------------------------------------------

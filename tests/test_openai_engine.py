@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from heal.config import ModelConfig, load_config
+from heal.config import engine_config, load_config
 from heal.engines import make_engine
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.engines.base import EngineError
@@ -54,7 +54,7 @@ def server(smollm2):
 @pytest.mark.slow
 def test_openai_engine_protocol(server, hf_smollm2):
     url, _ = server
-    eng = make_engine(ModelConfig(model="smollm2-135m", engine="openai", base_url=url, max_retries=0))
+    eng = make_engine(engine_config(model="smollm2-135m", engine="openai", base_url=url, max_retries=0))
     prompt = chat_prompt_ids(eng.tokenizer, QUESTION)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=24)
     [[full]] = eng.generate([prompt], greedy)

@@ -55,11 +55,11 @@ def _require_vllm():
 @pytest.fixture(scope="module")
 def vllm_engine(smollm2):
     _require_vllm()
-    from heal.config import ModelConfig
+    from heal.config import engine_config
     from heal.engines import make_engine
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    eng = make_engine(ModelConfig(model="smollm2-135m", engine="vllm", dtype="float32",
+    eng = make_engine(engine_config(model="smollm2-135m", engine="vllm", dtype="float32",
                                   engine_args={"max_model_len": 1024}))
     yield eng
     eng.close()
@@ -122,10 +122,10 @@ def test_sigterm_closes_vllm_engine_processes(smollm2, tmp_path):
         from pathlib import Path
         import time
         from heal.cli import exit_on_sigterm
-        from heal.config import ModelConfig
+        from heal.config import engine_config
         from heal.engines import make_engine
         exit_on_sigterm()
-        eng = make_engine(ModelConfig(model="smollm2-135m", engine="vllm", dtype="float32",
+        eng = make_engine(engine_config(model="smollm2-135m", engine="vllm", dtype="float32",
                                       engine_args={{"max_model_len": 512}}))
         try:
             Path({str(marker)!r}).write_text("up")

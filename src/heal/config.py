@@ -170,14 +170,6 @@ def engine_config(**fields) -> EngineConfig:
         raise ConfigError(_format_errors(e, "(engine config)")) from None
 
 
-def ModelConfig(**fields) -> EngineConfig:  # noqa: N802 (the old class's name)
-    """Deprecated: the old one-bag constructor, kept for callers not yet moved to the per-engine
-    classes. Builds the config of `fields["engine"]` from the fields that engine takes and ignores
-    the others, as the bag did. New code builds HFConfig(...) etc. or calls engine_config (strict)."""
-    cls = ENGINE_CONFIGS[fields.get("engine", DEFAULT_ENGINE)]
-    return cls(**{k: v for k, v in fields.items() if k in cls.model_fields})
-
-
 class DataConfig(_Strict):
     """Where the problems come from (docs/method.md, Data)."""
 
