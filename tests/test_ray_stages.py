@@ -29,17 +29,20 @@ RAY = {"kind": "ray", "workers": 2, "cpus_per_worker": 1}
 
 
 def _config(tmp_path, name, launcher, extra=None):
-    train = [{"id": f"p{i}", "question": f"What is {i} + {i + 5}?", "answer": str(2 * i + 5)} for i in range(4)]
+    train = [{"id": f"p{i}", "question": f"What is {i + 1} + {i + 2}?", "answer": str(2 * i + 3)} for i in range(4)]
     test = [{"id": f"t{i}", "question": f"Add {i + 3} and {i + 7}.", "answer": str(2 * i + 10)} for i in range(3)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in train))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in test))
+    ask = "\nGive a short derivation, then end with a line 'Answer: <number>'."
     cfg = {"output_dir": str(tmp_path / name),
            "teacher": {"model": "smollm2-135m", "engine": "llamacpp", "n_ctx": 512, "threads": 1},
-           "data": {"source": str(tmp_path / "train.jsonl")},
-           "sampling": {"max_new_tokens": 32, "temperature": 0.8}, "sample": {"k": 2},
+           "data": {"source": str(tmp_path / "train.jsonl")}, "prompt": {"template": "{question}" + ask},
+           "sampling": {"max_new_tokens": 40, "temperature": 0.8}, "sample": {"k": 2},
            "gear": {"max_trajectories": 1, "continuations": 2, "window": "all", "tiers": ["solved", "hard", "corner"],
                     "skip_truncated": False},
-           "guided": {"samples": 1, "tiers": ["solved", "hard", "corner"]},
+           # the answer in the prompt: SmolLM2 repeats it, so PURE has answer-correct candidates to score
+           "guided": {"samples": 4, "tiers": ["solved", "hard", "corner"],
+                      "template": "{question}\nReply with exactly this line: Answer: {answer}"},
            "pure": {"threshold": 100.0},
            "eval": {"data": {"source": str(tmp_path / "test.jsonl")}, "n_samples": 2, "greedy": True},
            "launcher": launcher, **(extra or {})}
@@ -105,7 +108,10 @@ def test_repair_over_ray_resumes_after_sigkill(tmp_path, smollm2):
     written = {}
     for p in shard_dir.glob("repairs.*.jsonl"):
         written.update({r["key"]: r for r in JsonlStore(p)})
-    total = 4 * 2 * 3  # problems x trajectories x continuations
+    failed = {}
+    for r in read_jsonl(tmp_path / "crash" / "samples.jsonl"):
+        failed[r["problem_id"]] = failed.get(r["problem_id"], 0) + (r["correct"] is False)
+    total = 3 * sum(min(2, n) for n in failed.values())  # failed trajectories (at most 2) x continuations
     assert 3 <= len(written) < total
     logs: list[str] = []
     run_repair(cfg, progress=False, log=logs.append)

@@ -144,3 +144,63 @@ def test_sigterm_closes_vllm_engine_processes(smollm2, tmp_path):
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     _, alive = psutil.wait_procs(children, timeout=60)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
+
+
+PREFILL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<jupyter_start>\n{% endif %}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefill", [False, True], ids=["model-writes-start-tag", "template-prefills-start-tag"])
+def test_reasoning_format_on_real_vllm(tmp_path, tiny_model_dir, prefill):
+    """Stage 0 and eval through real vLLM on a model with a reasoning format (the tags are single
+    tokens of SmolLM2's vocabulary): an R1-style template pre-fills the start tag (it is in the
+    prompt, the completion begins inside the block), a Qwen3-style one does not; a trace that never
+    closes the block is truncated inside it and has no answer."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from heal.config import load_config
+    from heal.evaluate import run_eval
+    from heal.sample import run_sample
+    from heal.store import read_jsonl
+
+    _require_vllm()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    if prefill:  # wherever this transformers reads the template from
+        tc = json.loads((model / "tokenizer_config.json").read_text())
+        tc["chat_template"] = PREFILL_TEMPLATE
+        (model / "tokenizer_config.json").write_text(json.dumps(tc))
+        (model / "chat_template.jinja").write_text(PREFILL_TEMPLATE)
+    tok = AutoTokenizer.from_pretrained(model)
+    problems = [{"id": f"p{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "t0", "question": "Add 7 and 9.", "answer": "16"}) + "\n")
+    tags = {"preset": "custom", "start": "<jupyter_start>", "end": "<jupyter_text>"}
+    cfg = load_config(None, {
+        "output_dir": str(tmp_path / "run"), "data": {"source": str(tmp_path / "train.jsonl")},
+        "teacher": {"model": str(model), "engine": "vllm", "dtype": "float32", "reasoning": tags,
+                    "engine_args": {"max_model_len": 512}},
+        "sampling": {"max_new_tokens": 16}, "sample": {"k": 2},
+        "eval": {"data": {"source": str(tmp_path / "test.jsonl")}, "n_samples": 2, "greedy": False}})
+    quiet = dict(progress=False, log=lambda *a: None)
+    summary = run_sample(cfg, **quiet)
+    start = tok.convert_tokens_to_ids("<jupyter_start>")
+    prompts = {p["id"]: p["prompt_ids"] for p in read_jsonl(tmp_path / "run" / "problems.jsonl")}
+    for r in read_jsonl(tmp_path / "run" / "samples.jsonl"):
+        assert (start in prompts[r["problem_id"]][-3:]) == prefill  # the template's pre-fill is the prompt's
+        if prefill:
+            assert r["reasoning_span"][0] == 0  # the completion begins inside the block
+        if "<jupyter_text>" not in r["text"]:  # a random model rarely closes the block: no answer part
+            assert r["answer_span"] is None and r["pred"] is None
+            assert r["truncated_in_reasoning"] == r["truncated"]
+    assert summary["truncated_in_reasoning"] == sum(r.get("truncated_in_reasoning", False)
+                                                     for r in read_jsonl(tmp_path / "run" / "samples.jsonl"))
+    run_eval(cfg, models={}, **quiet)  # the teacher on the held-out problem, through the same format
+    evals = list(read_jsonl(tmp_path / "run" / "eval" / "evals.jsonl"))
+    assert len(evals) == 2 and all(r["pred"] is None for r in evals if "<jupyter_text>" not in r["text"])
