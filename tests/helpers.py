@@ -76,3 +76,10 @@ def write_tiny_run(tmp_path, tiny_model_dir, train: dict | None = None) -> Path:
                   "single": {"epochs": 1, "learning_rate": 1e-3}} | (train or {}),
     }))
     return cfg_path
+
+
+# A chat template that pre-fills the start tag of the tests' reasoning format (R1-style): the tags
+# are single tokens of SmolLM2's vocabulary, <jupyter_start> ... <jupyter_text>.
+PREFILL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<jupyter_start>\n{% endif %}")

@@ -5,6 +5,7 @@ reasoning from assistant turns, a student whose template differs from the teache
 import copy
 
 import pytest
+from helpers import PREFILL_TEMPLATE
 
 from heal import reasoning
 from heal.config import ReasoningConfig
@@ -217,11 +218,6 @@ def test_pure_scores_reasoning_steps_and_the_answer_after_the_block(smollm2):
     assert "".join(pieces[ans[0]:ans[1]]) == "5"  # the box after the block, not the one inside it
     plain_steps, plain_ans = reasoning_steps(ids, pieces, tok, reasoning.NONE)
     assert len(plain_steps) == 4 and "".join(pieces[plain_ans[0]:plain_ans[1]]) == "5"
-
-
-PREFILL_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n<jupyter_start>\n{% endif %}")
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import PREFILL_TEMPLATE
 
 from heal.engines.base import SamplingParams, chat_prompt_ids
 from heal.engines.vllm import completion_from_output, scored_from_prompt_logprobs
@@ -144,11 +145,6 @@ def test_sigterm_closes_vllm_engine_processes(smollm2, tmp_path):
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     _, alive = psutil.wait_procs(children, timeout=60)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
-
-
-PREFILL_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n<jupyter_start>\n{% endif %}")
 
 
 @pytest.mark.slow
