@@ -1,12 +1,14 @@
 """The decisive PACE run (issue 17), step by step; every step resumes. Plan, written before any run:
 docs/results/pace-decisive/PLAN.md. Only heal's public API.
 
-    python experiments/pace_decisive.py data      # training problems (360) and the OOD pilot (3 x 40)
-    python experiments/pace_decisive.py stage0    # Stage 0 on the 360 (hours on one core; resumes)
-    python experiments/pace_decisive.py status    # where the run stands
+    python experiments/pace_decisive.py data          # training problems (360) and the OOD pilot (3 x 40)
+    python experiments/pace_decisive.py stage0        # Stage 0 on the 360 (hours on one core; resumes)
+    python experiments/pace_decisive.py teacher-data  # hint, repair (GEAR), filter (PURE) on Stage 0
+    python experiments/pace_decisive.py pilot         # the OOD pilot: K = 4 on each family's 40, the rule
+    python experiments/pace_decisive.py status        # where the run stands
 
-The steps after Stage 0 (hint, repair with the plan's locator, filter, the OOD pilot, the test set,
-training and evaluation) are added as the run reaches them.
+The steps after these (the test set, the teacher's evaluation and tier samples, the student timing
+pilot, training and evaluation) are added as the run reaches them.
 """
 
 from __future__ import annotations
@@ -71,6 +73,45 @@ def step_stage0():
     print(json.dumps(heal.sample(config()), indent=2))
 
 
+def step_teacher_data():
+    """hint -> repair -> filter on the finished Stage 0 (each resumes; the plan's settings are the yaml's)."""
+    cfg = config()
+    quiet = dict(progress=True, log=print)
+    print(json.dumps({"hint": heal.hint(cfg, **quiet), "repair": heal.repair(cfg, **quiet),
+                      "filter": heal.filter(cfg, **quiet)}, indent=2))
+
+
+PILOT_DIR = "experiments/runs/pace-decisive-pilot"
+
+
+def pilot_rates(tiers: list[dict]) -> dict[str, float]:
+    """Pass rate of each pilot family over its problems' samples (ids are "<task>-s<seed>-<i>")."""
+    n, c = {}, {}
+    for t in tiers:
+        task = t["problem_id"].rsplit("-s", 1)[0]
+        n[task] = n.get(task, 0) + t["n"]
+        c[task] = c.get(task, 0) + t["correct"]
+    return {task: c[task] / n[task] for task in n if n[task]}
+
+
+def ood_family(rates: dict[str, float]) -> str | None:
+    """The plan's rule: the first family, in PILOT_TASKS order, whose pass rate lies in [0.2, 0.8]."""
+    return next((task for task in PILOT_TASKS if 0.2 <= rates.get(task, -1) <= 0.8), None)
+
+
+def step_pilot():
+    """Stage 0 with K = 4 on the pilot's 3 x 40 problems (its own run directory), and the family the rule picks."""
+    step_data()
+    cfg = heal.load_config(CONFIG, {"output_dir": PILOT_DIR, "data.source": str(PILOT_FILE.relative_to(ROOT)),
+                                     "sample.k": 4})
+    heal.sample(cfg)
+    tiers = [json.loads(line) for line in open(ROOT / PILOT_DIR / "tiers.jsonl")]
+    rates = pilot_rates(tiers)
+    out = {"rates": rates, "ood_family": ood_family(rates), "rule": "first of PILOT_TASKS with rate in [0.2, 0.8]"}
+    (ROOT / PILOT_DIR / "pilot.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 def step_status():
     run = ROOT / config().output_dir
     summary = run / "sample_summary.json"
@@ -81,7 +122,8 @@ def step_status():
         print(summary.read_text())
 
 
-STEPS = {"data": step_data, "stage0": step_stage0, "status": step_status}
+STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_data, "pilot": step_pilot,
+         "status": step_status}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in STEPS:
