@@ -187,9 +187,10 @@ def _pins() -> list[Path]:
 
 
 def test_committed_pins_hold_the_old_twenty_field_teacher():
-    assert len(_pins()) >= 3
-    for pin in _pins():
-        assert {"device", "n_ctx", "base_url", "engine_args"} <= set(json.loads(pin.read_text())["teacher"])
+    # the runs made before one config class per engine (later runs pin only their engine's fields)
+    old = [pin for pin in _pins()
+           if {"device", "n_ctx", "base_url", "engine_args"} <= set(json.loads(pin.read_text())["teacher"])]
+    assert len(old) >= 3
 
 
 @pytest.mark.parametrize("pin", _pins(), ids=lambda p: str(p.parent.relative_to(ROOT)))
