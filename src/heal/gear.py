@@ -20,6 +20,7 @@ from heal import reasoning
 from heal.config import RunConfig, echo_config
 from heal.records import CANDIDATE, read_records, repair_key, repair_source
 from heal.rundir import writes_run
+from heal.engines.base import stop_ids
 from heal.entropy import step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
 from heal.locate import locate
@@ -114,7 +115,7 @@ def repair_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
     verified and step-checked, written as N records."""
     g = cfg.gear
     params = sampling_params(cfg)
-    stop = set(engine.eos) | set(params.stop_token_ids)
+    stop = stop_ids(engine, params)
     fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
     seen_by_problem = {it["problem_id"]: {tuple(ids) for ids in it["seen"]} for it in items}
     hint_ids = lambda text: text_ids(engine.tokenizer, text)  # noqa: E731

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from heal import reasoning
 from heal.config import RunConfig, echo_config
-from heal.engines.base import chat_prompt_ids
+from heal.engines.base import chat_prompt_ids, stop_ids
 from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import step_texts, strip_stop
 from heal.records import CANDIDATE, guided_key, read_records
@@ -49,7 +49,7 @@ def guided_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
     """One answer-guided sample per item (a problem and an index j): the question with its answer as
     a hint, verified and step-checked; the record's training completion is the sample itself."""
     params = sampling_params(cfg)
-    stop = set(engine.eos) | set(params.stop_token_ids)
+    stop = stop_ids(engine, params)
     fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
     jobs = [Job(chat_prompt_ids(engine.tokenizer, cfg.guided.template.format(question=it["question"], answer=it["answer"]),
                                 cfg.prompt.system, fmt.template_kwargs),

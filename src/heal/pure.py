@@ -236,14 +236,14 @@ def run_filter(cfg: RunConfig, scorer=None, progress: bool = True, log=print) ->
 def filter_work(cfg: RunConfig, scorer, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
     """PURE's numbers and verdict for each item's candidate (one teacher-forced pass each), and S_ref
     for the items that carry their problem's Stage 0 trajectories."""
-    from heal.engines.base import chat_prompt_ids
+    from heal.engines.base import chat_prompt_ids, stop_ids
 
     name = scorer_name(cfg)
     first = items[0]["problem"]  # the scorer must read the teacher's token ids as the same text
     if chat_prompt_ids(scorer.tokenizer, first["prompt"], cfg.prompt.system) != first["prompt_ids"]:
         raise ValueError(f"scorer {name} tokenizes the prompt differently from the teacher: PURE needs a scorer "
                          f"that shares the teacher's tokenizer")
-    stop = set(scorer.eos)
+    stop = stop_ids(scorer)
     fmt = reasoning.resolve(cfg.teacher.reasoning, scorer.tokenizer)
     refs: dict[str, float | None] = {}
     bar = progress_bar(len(items), 0, "filter", "cand", progress)

@@ -136,8 +136,6 @@ def run_sample(cfg: RunConfig, engine=None, problems: list[Problem] | None = Non
     merge_shards(run_dir, [STORE], log)  # what a crashed Ray run left in its shards
     with local_engine(cfg, cfg.teacher, engine) as eng:
         rows = prepare_problems(cfg, run_dir, eng.tokenizer if eng else load_tokenizer(cfg.teacher), problems, log)
-        if eng is not None:  # Ray workers check it on their own engines
-            check_prompts_fit(eng, [(r["id"], r["prompt_ids"]) for r in rows], cfg.sampling.max_new_tokens)
         store = JsonlStore(run_dir / STORE)
         todo = [{"problem_id": r["id"], "j": j, "prompt_ids": r["prompt_ids"], "answer": r["answer"],
                  "meta": r.get("meta")} for r in rows for j in range(cfg.sample.k)
@@ -154,6 +152,7 @@ def sample_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
     worker or run draws it."""
     params = sampling_params(cfg)
     fmt = reasoning.resolve(cfg.teacher.reasoning, engine.tokenizer)
+    # before the first sample, on the engine that draws them (this process's or a Ray worker's)
     check_prompts_fit(engine, [(it["problem_id"], it["prompt_ids"]) for it in items], params.max_new_tokens)
     jobs = [Job(it["prompt_ids"], stable_seed(params.seed, it["problem_id"]) + it["j"], it) for it in items]
 
