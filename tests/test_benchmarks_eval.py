@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from heal.cli import app
 from heal.config import RunConfig, echo_config, load_config
-from heal.evaluate import eval_benchmarks, held_out_problems, run_eval, summarize_eval
+from heal.evaluation import eval_benchmarks, held_out_problems, run_eval, summarize_eval
 from heal.rundir import RunMismatch
 from heal.store import atomic_write_jsonl, read_jsonl
 
@@ -167,7 +167,7 @@ def test_changed_benchmark_data_is_refused_once_answered(tmp_path):
 
 
 def test_report_and_view_show_one_table_per_benchmark(tmp_path):
-    from heal.report import write_report
+    from heal.reporting import write_report
     from heal.view import collect, render_report
 
     cfg, _, _ = evaluated_run(tmp_path)

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from heal.evaluate import (avg_at_n, contamination, contamination_report, maj_at_k, majority_correct, normalize_answer,
+from heal.evaluation import (avg_at_n, contamination, contamination_report, maj_at_k, majority_correct, normalize_answer,
                            paired_difference, pass_at_1, pass_at_k, pass_at_k_estimate, pass_at_k_ks)
 
 
@@ -57,7 +57,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
     """Finished models are not loaded (here neither engine could be: the teacher's server has no
     address, the students' vllm engine may not be installed); the summary pairs methods with sft_rs."""
     from heal.config import load_config
-    from heal.evaluate import run_eval
+    from heal.evaluation import run_eval
     from heal.store import atomic_write_jsonl
 
     problems = [{"id": f"t{i}", "question": f"{i} + {i}", "answer": str(2 * i)} for i in range(3)]
@@ -106,7 +106,7 @@ def test_run_eval_loads_no_model_with_nothing_left_and_pairs_with_sft_rs(tmp_pat
 
 def test_eval_settings_pin_binds_only_once_records_exist(tmp_path):
     from heal.config import load_config
-    from heal.evaluate import pin_eval_settings
+    from heal.evaluation import pin_eval_settings
     from heal.rundir import RunMismatch
     from heal.store import atomic_write_jsonl
 
@@ -201,7 +201,7 @@ def test_contamination_counted_at_8_and_32_grams():
 
 def test_summary_has_the_reasoning_metrics(tmp_path):
     from heal.config import load_config
-    from heal.evaluate import summarize_eval
+    from heal.evaluation import summarize_eval
     from heal.store import atomic_write_jsonl
 
     cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 4})
@@ -226,7 +226,7 @@ def test_summary_has_the_reasoning_metrics(tmp_path):
 
 def test_held_out_benchmark_preset_is_decontaminated_and_reported(tmp_path):
     from heal.config import load_config
-    from heal.evaluate import held_out_problems
+    from heal.evaluation import held_out_problems
     from heal.store import atomic_write_jsonl
 
     words = lambda start, n: " ".join(str(start + i) for i in range(n))  # noqa: E731
@@ -249,7 +249,7 @@ def test_held_out_benchmark_preset_is_decontaminated_and_reported(tmp_path):
 
 def test_majority_vote_on_choice_problems_counts_letters(tmp_path):
     from heal.config import load_config
-    from heal.evaluate import summarize_eval
+    from heal.evaluation import summarize_eval
     from heal.store import atomic_write_jsonl
 
     cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 3, "eval.greedy": False})
@@ -266,7 +266,7 @@ def test_majority_vote_on_choice_problems_counts_letters(tmp_path):
 def test_multiple_choice_answers_are_neither_verified_nor_unverified():
     """On a GPQA-style problem the arithmetic step checker has nothing to check: an eval record's
     derivation_ok is None there, and the verified share counts only the answers it applies to."""
-    from heal.evaluate import model_summary
+    from heal.evaluation import model_summary
 
     rec = lambda pid, j, correct, ok: {"key": f"m@base/{pid}/{j}", "model": "m", "problem_id": pid, "sample": j,  # noqa: E731
                                        "correct": correct, "pred": "A" if correct else "B", "truncated": False,
@@ -280,3 +280,45 @@ def test_multiple_choice_answers_are_neither_verified_nor_unverified():
     from heal.records import EVAL, check
 
     check(rs[0], EVAL)
+
+
+def test_tier_samples_set_the_tiers_and_never_score_the_teacher(tmp_path):
+    """eval.tier_samples: the teacher's extra samples (seeds of their own) decide each test problem's
+    tier; its pass@1 and the students' per-tier numbers still come from the scored samples, so the
+    teacher's corner accuracy is no longer 0 by construction."""
+    from heal.config import load_config
+    from heal.evaluation import eval_seed, pending_jobs, single_set, summarize_eval
+    from heal.store import JsonlStore, atomic_write_jsonl
+
+    cfg = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 2, "eval.greedy": False,
+                             "eval.tier_samples": 4, "sample.k": 4})
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "problems.jsonl", [{"id": p, "question": "q", "answer": "1"} for p in "ab"])
+    scored = {"teacher": {"a": [1, 1], "b": [1, 0]}, "m": {"a": [0, 0], "b": [1, 1]}}
+    tiers = {"a": [1, 1, 1, 1], "b": [0, 0, 0, 0]}  # a: solved, b: corner (the scored samples say 2/2 and 1/2)
+
+    def rec(model, p, j, c):
+        return {"key": f"{model}@x/{p}/{j}", "model": model, "tag": "x", "problem_id": p, "sample": j, "pred": "1",
+                "correct": bool(c), "truncated": False, "n_tokens": 5, "derivation_ok": bool(c), "text": ""}
+
+    recs = [rec(m, p, j, c) for m, rows in scored.items() for p, cs in rows.items() for j, c in enumerate(cs)]
+    recs += [rec("teacher", p, f"tier{j}", c) for p, cs in tiers.items() for j, c in enumerate(cs)]
+    atomic_write_jsonl(tmp_path / "run" / "eval" / "evals.jsonl", recs)
+    out = summarize_eval(cfg, baselines=("teacher",))
+    assert out["tiers"] == {"solved": 1, "corner": 1} and out["tiers_from"].startswith("4 teacher samples")
+    t = out["models"]["teacher"]
+    assert t["pass@1"] == 0.75 and t["n"] == 2 and t["mean_tokens"] == 5.0  # 2 scored samples a problem; tier ones left out
+    assert t["per_tier"]["corner"]["pass@1"] == 0.5  # b: 1 of its 2 scored samples, though its tier samples all fail
+    assert out["models"]["m"]["per_tier"]["corner"]["pass@1"] == 1.0
+    assert out["models"]["m"]["vs_teacher"]["per_tier"]["solved"]["diff"] == -1.0
+
+    # without tier samples the tiers fall back to the scored ones (a 2/2, b 1/2: both reach solved_min_pass 0.5)
+    plain = load_config(None, {"output_dir": str(tmp_path / "run"), "eval.n_samples": 2, "eval.greedy": False, "sample.k": 4})
+    assert summarize_eval(plain)["tiers"] == {"solved": 2}
+
+    # only the teacher draws tier samples, each on its own seed
+    store = JsonlStore(tmp_path / "empty.jsonl")
+    problems = [{"id": "a"}]
+    assert [j for _, j in pending_jobs(cfg, "teacher", "x", problems, store)] == [0, 1, "tier0", "tier1", "tier2", "tier3"]
+    assert [j for _, j in pending_jobs(cfg, "m", "x", problems, store)] == [0, 1]
+    seeds = [eval_seed(0, "a", j) for j in (0, 1, "greedy", "tier0", "tier1")]
+    assert len(set(seeds)) == 4 and seeds[3] == seeds[0] + 1000 and single_set(cfg).tier_samples == 4

@@ -13,7 +13,7 @@ from heal.config import load_config
 from heal.gear import run_repair, select_failed
 from heal.guided import run_guided
 from heal.pure import run_filter
-from heal.sample import run_sample
+from heal.stage0 import run_sample
 from heal.store import read_jsonl
 
 QUIET = dict(progress=False, log=lambda *a: None)

@@ -144,7 +144,7 @@ def test_every_locator_runs_inside_gear_and_records_its_cost(tmp_path, tiny_mode
     from test_gear_e2e import QUIET, _cfg
 
     from heal.gear import run_repair, summarize_repairs
-    from heal.sample import run_sample
+    from heal.stage0 import run_sample
     from heal.store import read_jsonl
 
     cfg = _cfg(tmp_path, tiny_model_dir, "hf", [{"id": "a", "question": "2+3?", "answer": "5"}],

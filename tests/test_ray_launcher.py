@@ -12,7 +12,7 @@ import yaml
 
 from heal.config import load_config
 from heal.runs import merge_shards
-from heal.sample import run_sample
+from heal.stage0 import run_sample
 from heal.store import JsonlStore, read_jsonl
 
 pytest.importorskip("ray", reason="launcher: ray needs `pip install -e .[ray]` (part of .[dev])")

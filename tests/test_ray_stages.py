@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from heal.config import load_config
-from heal.evaluate import run_eval
+from heal.evaluation import run_eval
 from heal.gear import run_repair
 from heal.guided import run_guided
 from heal.pure import run_filter
-from heal.sample import run_sample
+from heal.stage0 import run_sample
 from heal.store import JsonlStore, read_jsonl
 
 pytest.importorskip("ray", reason="launcher: ray needs `pip install -e .[ray]` (part of .[dev])")

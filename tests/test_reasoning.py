@@ -133,7 +133,7 @@ def test_a_template_that_strips_reasoning_from_history_does_not_strip_training_t
 
 def test_stage0_counts_truncation_inside_the_reasoning_block(tmp_path):
     from heal.config import RunConfig
-    from heal.sample import format_table, summarize
+    from heal.stage0 import format_table, summarize
     from heal.store import atomic_write_jsonl
 
     run = tmp_path / "run"
@@ -165,7 +165,7 @@ def test_gear_cuts_inside_the_reasoning_block(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
     from heal.gear import run_repair
-    from heal.sample import run_sample
+    from heal.stage0 import run_sample
     from heal.store import atomic_write_jsonl, read_jsonl
 
     cfg = _cfg(tmp_path, tiny_model_dir, "hf", [{"id": "a", "question": "2+3?", "answer": "5"}],
@@ -233,7 +233,7 @@ def test_reasoning_run_through_every_stage(tmp_path, tiny_model_dir, prefill):
     from transformers import AutoTokenizer
 
     from heal.pipeline import run_pipeline
-    from heal.sample import run_sample, summarize
+    from heal.stage0 import run_sample, summarize
     from heal.store import atomic_write_jsonl, read_jsonl
 
     model = tmp_path / "tiny-reasoner"

@@ -84,7 +84,7 @@ def test_run_lock_is_reentrant_in_one_process_and_released_on_kill(tmp_path):
 
 def test_readers_count_a_duplicated_key_once(tmp_path):
     from heal.config import RunConfig
-    from heal.sample import summarize
+    from heal.stage0 import summarize
 
     run = tmp_path / "run"
     rec = lambda j, ok: {"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": ok,  # noqa: E731
@@ -103,7 +103,7 @@ def test_readers_count_a_duplicated_key_once(tmp_path):
 
 def test_a_smaller_k_reads_the_first_k_samples_and_labels_k_honestly(tmp_path):
     from heal.config import RunConfig
-    from heal.sample import summarize
+    from heal.stage0 import summarize
 
     run = tmp_path / "run"
     recs = [{"key": f"p0/{j}", "problem_id": "p0", "sample_index": j, "correct": j >= 2, "truncated": False,
@@ -115,7 +115,7 @@ def test_a_smaller_k_reads_the_first_k_samples_and_labels_k_honestly(tmp_path):
 
 def test_changing_eval_data_is_refused_once_answers_exist(tmp_path):
     from heal.config import RunConfig
-    from heal.evaluate import held_out_problems
+    from heal.evaluation import held_out_problems
 
     run = tmp_path / "run"
     atomic_write_jsonl(run / "problems.jsonl", [{"id": "t0", "question": "What is 1 + 1?", "answer": "2"}])
@@ -184,7 +184,7 @@ def test_boolean_where_a_number_belongs_is_refused():
 
 
 def test_final_json_paths_resolve_from_any_working_directory(tmp_path, monkeypatch):
-    from heal.evaluate import trained_models
+    from heal.evaluation import trained_models
 
     run = tmp_path / "run"
     (run / "checkpoints" / "heal" / "stage-III").mkdir(parents=True)

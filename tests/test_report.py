@@ -8,7 +8,7 @@ from helpers import write_tiny_run
 
 from heal.config import load_config
 from heal.pace import build_data
-from heal.report import write_report
+from heal.reporting import write_report
 from heal.store import atomic_write_jsonl, read_jsonl
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from heal.config import load_config
 from heal.runs import tier_of
-from heal.sample import run_sample, summarize
+from heal.stage0 import run_sample, summarize
 from heal.store import read_jsonl
 
 

@@ -341,3 +341,20 @@ def test_malformed_run_page_names_the_line(browser, tmp_path):
     assert "scored.jsonl:2: not valid JSON" in text and "missing (not run yet, or run elsewhere): training sets" in text
     assert browser.js("document.querySelectorAll('#problems tbody tr').length") == 4
     assert browser.errors == []
+
+
+def test_eval_tab_takes_tiers_from_tier_samples_and_hides_them(tmp_path):
+    """With eval.tier_samples, the eval tab's tiers are the ones `heal eval` reports (from the
+    teacher's tier samples) and the tier samples, scored by nobody, are not listed as answers."""
+    from heal.view import _evals
+
+    (tmp_path / "config.yaml").write_text("sample: {k: 4}\n")
+
+    def rec(model, j, c):
+        return {"model": model, "problem_id": "a", "sample": j, "correct": c, "pred": "1", "text": ""}
+    evals = [rec("teacher", 0, True), rec("teacher", 1, True)] + [rec("teacher", f"tier{j}", False) for j in range(4)]
+    out = _evals(evals, {"a": {"question": "q", "answer": "1"}}, tmp_path, n_samples=2)
+    assert [r["sample"] for r in out["records"]] == [0, 1]
+    assert {r["tier"] for r in out["records"]} == {"corner"}  # 0 of 4 tier samples; the scored ones say solved
+    without = _evals(evals[:2], {"a": {"question": "q", "answer": "1"}}, tmp_path, n_samples=2)
+    assert {r["tier"] for r in without["records"]} == {"solved"}

@@ -161,8 +161,8 @@ def test_reasoning_format_on_real_vllm(tmp_path, smollm2, prefill):
     from transformers import AutoTokenizer
 
     from heal.config import load_config
-    from heal.evaluate import run_eval
-    from heal.sample import run_sample
+    from heal.evaluation import run_eval
+    from heal.stage0 import run_sample
     from heal.store import read_jsonl
 
     _require_vllm()

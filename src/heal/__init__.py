@@ -21,8 +21,8 @@ def _config(config, overrides: dict | None) -> RunConfig:
 
 def sample(config=None, overrides: dict | None = None, **kwargs) -> dict:
     """`heal sample`: Stage 0 rejection sampling. `config` is a path, a RunConfig or None (the demo);
-    keyword arguments go to heal.sample.run_sample (engine, progress, log)."""
-    from heal.sample import run_sample
+    keyword arguments go to heal.stage0.run_sample (engine, progress, log)."""
+    from heal.stage0 import run_sample
 
     return run_sample(_config(config, overrides), **kwargs)
 
@@ -57,7 +57,7 @@ def train(config=None, overrides: dict | None = None, **kwargs) -> dict:
 
 def evaluate(config=None, overrides: dict | None = None, **kwargs) -> dict:
     """`heal eval`: the teacher and every trained model on the held-out sets (models: which ones)."""
-    from heal.evaluate import run_eval
+    from heal.evaluation import run_eval
 
     return run_eval(_config(config, overrides), **kwargs)
 
@@ -71,7 +71,7 @@ def run(config=None, overrides: dict | None = None, **kwargs):
 
 def report(run_dirs) -> list:
     """`heal report`: report.md, summary.json and plots of one or more run directories."""
-    from heal.report import write_report
+    from heal.reporting import write_report
 
     return write_report([run_dirs] if isinstance(run_dirs, (str, bytes)) or hasattr(run_dirs, "__fspath__") else run_dirs)
 

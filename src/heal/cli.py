@@ -92,7 +92,7 @@ def show_config(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] =
 def sample_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = ConfigOpt,
                sets: Optional[List[str]] = SetOpt, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 0: K teacher samples per problem, verified; pass rates and tiers. Resumable."""
-    from heal.sample import format_table, run_sample
+    from heal.stage0 import format_table, run_sample
 
     cfg = _load(config, sets, config_arg)
     _stage(lambda c, progress, log: run_sample(c, progress=progress, log=log), cfg, "sample", progress)
@@ -169,7 +169,7 @@ def eval_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = Co
              sets: Optional[List[str]] = SetOpt):
     """pass@1 (n samples, standard error), greedy accuracy and per-tier accuracy of the teacher and
     every trained student on decontaminated held-out problems. Resumable."""
-    from heal.evaluate import run_eval
+    from heal.evaluation import run_eval
 
     cfg = _load(config, sets, config_arg)
     typer.echo(json.dumps(_stage(run_eval, cfg, "eval"), indent=2))
@@ -178,7 +178,7 @@ def eval_cmd(config_arg: Optional[Path] = ConfigArg, config: Optional[Path] = Co
 @app.command("report")
 def report_cmd(run_dirs: List[Path] = typer.Argument(..., help="Run directories.")):
     """Markdown table of every method, PNG plots and summary.json, written into each run directory."""
-    from heal.report import write_report
+    from heal.reporting import write_report
     from heal.store import StoreError
 
     for rd in run_dirs:
@@ -262,7 +262,7 @@ def view_cmd(run_dir: Path = typer.Argument(..., help="A run directory."),
 @app.command("show")
 def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Print a run's pass-rate table and tier counts."""
-    from heal.sample import format_table
+    from heal.stage0 import format_table
 
     if not (run_dir / "tiers.jsonl").exists():
         _fail(f"{run_dir} has no tiers.jsonl yet (run `heal sample` first)")

@@ -421,6 +421,8 @@ class BenchmarkConfig(_Strict):
     n_samples: int | None = Field(None, gt=0, description="Sampled answers per problem, avg@n's n (None: "
                                                           "eval.n_samples).")
     greedy: bool | None = Field(None, description="One greedy answer per problem as well (None: eval.greedy).")
+    tier_samples: int | None = Field(None, ge=0, description="Teacher samples that only set this benchmark's test "
+                                                             "tiers (None: eval.tier_samples).")
 
 
 class EvalConfig(_Strict):
@@ -434,6 +436,12 @@ class EvalConfig(_Strict):
     n_samples: int = Field(4, gt=0, description="pass@1 over n samples per problem (method doc: 4-8 for larger "
                                                 "sets).")
     greedy: bool = Field(True, description="One greedy answer per problem as well.")
+    tier_samples: int = Field(
+        0, ge=0,
+        description="Teacher samples per test problem that only set its tier, on seeds of their own (the scoring "
+                    "seed + 1000 + j), so that the samples scoring the teacher do not also define its tiers (with "
+                    "one set, the teacher's corner accuracy is 0 by construction). 0: the tiers come from the "
+                    "teacher's scored samples.")
     ngram: int = Field(8, gt=0, description="Decontamination: shared word n-grams (numbers are words).")
     df_max: float = Field(0.05, gt=0, le=1, description="Decontamination: words in more than this share of training "
                                                         "questions are template, not content.")

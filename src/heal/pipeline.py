@@ -20,14 +20,14 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, log=print, stop_after: s
     path (the run directory when stopped early)."""
     if stop_after not in (None, "train", "eval"):
         raise ValueError(f"stop_after must be 'train' or 'eval', not {stop_after!r}")
-    from heal.evaluate import run_eval
+    from heal.evaluation import run_eval
     from heal.gear import run_repair
     from heal.guided import run_guided
     from heal.pace import run_train
     from heal.pure import run_filter
-    from heal.report import write_report
+    from heal.reporting import write_report
     from heal.runs import local_engine, ray_session
-    from heal.sample import format_table, load_run_problems, run_sample
+    from heal.stage0 import format_table, load_run_problems, run_sample
 
     run_dir = Path(cfg.output_dir)
     t0 = time.time()

@@ -13,7 +13,8 @@ Keys (one scheme, built and split only here):
     GEAR repair     <source sample key>/gear/<c>
     PURE score      the candidate's key
     S_ref           <scorer>|<problem_id>
-    eval answer     <model>@<weights>/<problem_id>/<j | greedy>
+    eval answer     <model>@<weights>/<problem_id>/<j | greedy | tier<j>>  (tier<j>: a teacher sample that
+                    only sets the problem's test tier)
     training ex.    the record's key it was made from
 """
 
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from heal.store import StoreError, read_numbered
@@ -65,6 +66,17 @@ def reference_problem(key: str, scorer: str) -> str | None:
 
 def eval_key(model: str, tag: str, problem_id: str, j: int | str) -> str:
     return f"{model}@{tag}/{problem_id}/{j}"
+
+
+def tier_sample(j: int) -> str:
+    """The `sample` of the teacher's j-th tier sample (eval.tier_samples): scored by nobody, it only
+    sets the test problem's tier."""
+    return f"tier{j}"
+
+
+def tier_index(sample: int | str) -> int | None:
+    """j of a tier sample's `sample` ("tier3" -> 3); None for a scored or greedy answer."""
+    return int(sample[4:]) if isinstance(sample, str) and sample.startswith("tier") else None
 
 
 # ---- record types -----------------------------------------------------------------------------------
@@ -171,7 +183,7 @@ class EvalRecord(TypedDict):
     key: str
     model: str
     problem_id: str
-    sample: Union[int, Literal["greedy"]]
+    sample: Union[int, Literal["greedy"], Annotated[str, StringConstraints(pattern=r"^tier[0-9]+$")]]
     n_tokens: int
     truncated: bool
     pred: str | None

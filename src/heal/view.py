@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from heal.entropy import step_spans_from_pieces, token_pieces
-from heal.records import continuation_index
+from heal.records import continuation_index, tier_index
 from heal.store import StoreError, atomic_write_text, read_jsonl
 
 # What each artifact is and which command writes it: a missing one is named on the page with this.
@@ -375,11 +375,15 @@ def _evals(evals: list[dict], eval_problems: dict, run_dir: Path, n_samples: int
     from heal.runs import tier_of
 
     s = _run_section(run_dir, "sample")
+    # The teacher's tier samples (eval.tier_samples) set the tiers and are scored by nobody: they are
+    # not shown. Without them, the tiers come from the teacher's scored samples.
+    tier_recs = [r for r in evals if r.get("model") == "teacher" and tier_index(r.get("sample")) is not None]
+    evals = [r for r in evals if tier_index(r.get("sample")) is None]
     if n_samples is not None:  # the records `heal eval` summarizes: the current n samples (and greedy)
         evals = [r for r in evals
                  if r.get("sample") == "greedy" or (isinstance(r.get("sample"), int) and r["sample"] < n_samples)]
     teacher = defaultdict(list)
-    for r in evals:
+    for r in tier_recs or evals:
         if r.get("model") == "teacher" and r.get("sample") != "greedy":
             teacher[r.get("problem_id")].append(r.get("correct") is True)
     tiers = {}
@@ -444,7 +448,7 @@ def write_view(run_dir: str | Path, out: str | Path | None = None, tokenizer: st
 def _summary(run_dir: Path, errors: list[str]) -> dict:
     """report.build_summary, with what it cannot rebuild here (training detail needs the checkpoints,
     often not kept) taken from the summary.json that `heal report` wrote."""
-    from heal.report import build_summary
+    from heal.reporting import build_summary
 
     try:
         summary = build_summary(run_dir)
@@ -656,7 +660,7 @@ def _plots(summary: dict, run_dir: Path, errors: list[str], view: str) -> list[s
 
 
 def render_report(run_dir: str | Path, view_name: str = "view.html") -> str:
-    from heal.report import markdown
+    from heal.reporting import markdown
 
     run_dir = Path(run_dir)
     errors: list[str] = []

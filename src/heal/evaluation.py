@@ -31,11 +31,14 @@ from heal.config import DataConfig, RunConfig, student_config
 from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
 from heal.rundir import RunMismatch, check_settings, sections, writes_run
-from heal.records import EVAL, eval_key, read_records
+from heal.records import EVAL, eval_key, read_records, tier_index, tier_sample
 from heal.runs import Job, dispatch, generate, local_engine, merge_shards, progress_bar, stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 from heal.verify import Verifier, check_gold, choice_letter
+
+
+TEACHER = "teacher"  # the teacher's name in eval records
 
 
 def pass_at_1(correct_by_problem: dict[str, list[bool | None]]) -> dict:
@@ -222,6 +225,7 @@ class Benchmark:
     n_samples: int
     greedy: bool
     dir: Path  # RUN/eval/ (the single set) or RUN/eval/<name>/
+    tier_samples: int = 0  # teacher samples that only set the tiers (eval.tier_samples)
 
     @property
     def field(self) -> str:
@@ -236,7 +240,7 @@ class Benchmark:
 def single_set(cfg: RunConfig) -> Benchmark:
     """The one held-out set `eval.data` of a config without eval.benchmarks (today's layout)."""
     ec = cfg.eval
-    return Benchmark(None, ec.data, ec.n_samples, ec.greedy, Path(cfg.output_dir) / "eval")
+    return Benchmark(None, ec.data, ec.n_samples, ec.greedy, Path(cfg.output_dir) / "eval", ec.tier_samples)
 
 
 def eval_benchmarks(cfg: RunConfig) -> list[Benchmark]:
@@ -246,7 +250,8 @@ def eval_benchmarks(cfg: RunConfig) -> list[Benchmark]:
     if not ec.benchmarks:
         return [single_set(cfg)]
     return [Benchmark(name, b.data, ec.n_samples if b.n_samples is None else b.n_samples,
-                      ec.greedy if b.greedy is None else b.greedy, Path(cfg.output_dir) / "eval" / name)
+                      ec.greedy if b.greedy is None else b.greedy, Path(cfg.output_dir) / "eval" / name,
+                      ec.tier_samples if b.tier_samples is None else b.tier_samples)
             for name, b in ec.benchmarks.items()]
 
 
@@ -314,10 +319,11 @@ def model_tag(path: str) -> str:
 
 def pending_jobs(cfg: RunConfig, name: str, tag: str, problems: list[dict], store: JsonlStore,
                  bench: Benchmark | None = None) -> list[tuple]:
-    """(problem, sample index or "greedy") pairs of one benchmark (default: the single set) not yet in
-    its eval store for these weights."""
+    """(problem, sample index, "greedy" or a tier sample) pairs of one benchmark (default: the single
+    set) not yet in its eval store for these weights. Only the teacher draws tier samples."""
     bench = bench or single_set(cfg)
-    return [(p, j) for p in problems for j in list(range(bench.n_samples)) + (["greedy"] if bench.greedy else [])
+    tiers = [tier_sample(j) for j in range(bench.tier_samples)] if name == TEACHER else []
+    return [(p, j) for p in problems for j in list(range(bench.n_samples)) + (["greedy"] if bench.greedy else []) + tiers
             if eval_key(name, tag, p["id"], j) not in store]
 
 
@@ -337,6 +343,14 @@ def evaluate_model(cfg: RunConfig, name: str, engine, problems: list[dict], prog
     dispatch(cfg, model_cfg, eval_work, items, bench.dir, (bench.store.name,), engine=engine, progress=progress, log=log)
 
 
+def eval_seed(seed: int, problem_id: str, j: int | str) -> int:
+    """The sampling seed of one answer: the problem's eval seed + j for scored samples; + 1000 + j for
+    tier sample j, so tiers never come from the samples that score the teacher."""
+    base = stable_seed(seed, "eval", problem_id)
+    t = tier_index(j)
+    return base + (0 if j == "greedy" else 1000 + t if t is not None else j)
+
+
 def eval_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, JsonlStore], progress: bool) -> None:
     """One answer per item (a problem and a sample index, or "greedy"), verified and step-checked."""
     from heal.config import ReasoningConfig
@@ -353,8 +367,8 @@ def eval_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jsonl
     check_prompts_fit(engine, list(prompt_ids.items()), s.max_new_tokens)
     # sampled answers first, then the greedy ones (a chunk shares its sampling params)
     order = sorted(items, key=lambda it: it["j"] == "greedy")
-    jobs = [Job(prompt_ids[it["problem_id"]], stable_seed(s.seed, "eval", it["problem_id"]) + (0 if it["j"] == "greedy" else it["j"]),
-                it, greedy if it["j"] == "greedy" else sampled) for it in order]
+    jobs = [Job(prompt_ids[it["problem_id"]], eval_seed(s.seed, it["problem_id"], it["j"]), it,
+                greedy if it["j"] == "greedy" else sampled) for it in order]
 
     def build(job: Job, comps) -> list[dict]:
         it, [c] = job.data, comps
@@ -404,7 +418,7 @@ def _vote(pred: str | None, choice: bool) -> str | None:
     return (choice_letter(pred) or pred) if choice and pred is not None else pred
 
 
-def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str, str] | None = None,
+def summarize_eval(cfg: RunConfig, teacher_name: str = TEACHER, tags: dict[str, str] | None = None,
                    baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
     """RUN/eval/summary.json: the single set's summary (summarize_benchmark), or, with eval.benchmarks,
     {"benchmarks": {name: the same summary of that benchmark}}."""
@@ -417,7 +431,7 @@ def summarize_eval(cfg: RunConfig, teacher_name: str = "teacher", tags: dict[str
     return out
 
 
-def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = "teacher",
+def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = TEACHER,
                         tags: dict[str, str] | None = None, baselines: tuple[str, ...] = ("sft_rs", "heal")) -> dict:
     """One benchmark's summary over its current held-out set, its n, and (with `tags`) the current
     weights: per model pass@1, greedy, per teacher tier, the reasoning-paper metrics. Every model is
@@ -427,12 +441,20 @@ def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = "t
     current = {p["id"] for p in held_out}
     choice_ids = frozenset(p["id"] for p in held_out if (p.get("meta") or {}).get("answer_kind") == "choice")
     by_model: dict[str, list[dict]] = defaultdict(list)
+    tier_recs: list[dict] = []  # the teacher's tier samples (eval.tier_samples): they set the tiers only
     for r in read_records(bench.store, EVAL):
-        if (r["problem_id"] in current and (r["sample"] == "greedy" or r["sample"] < bench.n_samples)
-                and (tags is None or r["model"] not in tags or r.get("tag") == tags[r["model"]])):
+        if r["problem_id"] not in current or (tags is not None and r["model"] in tags and r.get("tag") != tags[r["model"]]):
+            continue
+        t = tier_index(r["sample"])
+        if t is not None:
+            if r["model"] == teacher_name and t < bench.tier_samples:
+                tier_recs.append(r)
+        elif r["sample"] == "greedy" or r["sample"] < bench.n_samples:
             by_model[r["model"]].append(r)
-    tiers = teacher_tiers(cfg, by_model.get(teacher_name, []))
-    out = {"tiers": dict(Counter(tiers.values())), "models": {}}
+    tiers = teacher_tiers(cfg, tier_recs if bench.tier_samples else by_model.get(teacher_name, []))
+    out = {"tiers": dict(Counter(tiers.values())),
+           "tiers_from": (f"{bench.tier_samples} teacher samples of their own per problem" if bench.tier_samples
+                          else f"the teacher's {bench.n_samples} scored samples"), "models": {}}
     sampled_by_model = {name: _correct_by_problem(rs) for name, rs in by_model.items()}
     for name, rs in by_model.items():
         out["models"][name] = model_summary(rs, sampled_by_model[name], tiers, choice_ids)
@@ -444,7 +466,8 @@ def summarize_benchmark(cfg: RunConfig, bench: Benchmark, teacher_name: str = "t
 
 
 def _correct_by_problem(recs: list[dict]) -> dict[str, list[bool | None]]:
-    """Problem -> the verdicts of its sampled answers (the greedy one left out)."""
+    """Problem -> the verdicts of its sampled answers (the greedy one left out; tier samples are
+    sampled answers here: teacher_tiers passes only those)."""
     out: dict[str, list] = defaultdict(list)
     for r in recs:
         if r["sample"] != "greedy":
@@ -453,7 +476,8 @@ def _correct_by_problem(recs: list[dict]) -> dict[str, list[bool | None]]:
 
 
 def teacher_tiers(cfg: RunConfig, teacher_recs: list[dict]) -> dict[str, str]:
-    """Tier of each test problem: the teacher's pass rate over its sampled answers, with Stage 0's
+    """Tier of each test problem: the teacher's pass rate over `teacher_recs` (its tier samples, or
+    its scored samples when there are none), with Stage 0's
     thresholds (corner_max_correct, a count out of Stage 0's K, scaled to the n samples used here)."""
     tiers = {}
     for pid, cs in _correct_by_problem(teacher_recs).items():
@@ -522,7 +546,7 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         pin_eval_settings(cfg, b)
     if models is None:
         models = {**trained_models(run_dir), "base": cfg.train.student}  # the untrained student last: the least informative
-    todo = [("teacher", cfg.teacher, "teacher")] + [
+    todo = [(TEACHER, cfg.teacher, TEACHER)] + [
         (name, student_config(cfg, path), model_tag(path))
         for name, path in models.items()]
     for name, mc, tag in todo:
@@ -533,6 +557,6 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         with local_engine(cfg, mc) as engine:  # one load for every benchmark (None: Ray workers load it)
             for b, ps in work:
                 evaluate_model(cfg, name, engine, ps, progress, tag,
-                               cfg.teacher.reasoning if name == "teacher" else (cfg.train.reasoning or cfg.teacher.reasoning),
+                               cfg.teacher.reasoning if name == TEACHER else (cfg.train.reasoning or cfg.teacher.reasoning),
                                b, model_cfg=mc, log=log)
     return summarize_eval(cfg, tags={name: tag for name, _, tag in todo})

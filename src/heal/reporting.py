@@ -25,10 +25,12 @@ def _fmt(x, digits=3):
 def build_summary(run_dir: Path) -> dict:
     ev = _load(run_dir / "eval" / "summary.json") or {"models": {}, "tiers": {}}
     out = {"run": str(run_dir), "stage0": _load(run_dir / "sample_summary.json"),
-           "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}), "methods": {},
+           "data": _load(run_dir / "data" / "sizes.json"), "test_tiers": ev.get("tiers", {}),
+           "test_tiers_from": ev.get("tiers_from"), "methods": {},
            "data_uncapped": _load(run_dir / "data" / "uncapped_sizes.json")}
     if "benchmarks" in ev:  # eval.benchmarks: one summary per benchmark, from RUN/eval/<name>/
-        out["benchmarks"] = {name: {"test_tiers": b.get("tiers", {}), **eval_summary(run_dir / "eval" / name, b)}
+        out["benchmarks"] = {name: {"test_tiers": b.get("tiers", {}), "test_tiers_from": b.get("tiers_from"),
+                                    **eval_summary(run_dir / "eval" / name, b)}
                              for name, b in ev["benchmarks"].items()}
     else:
         out.update(eval_summary(run_dir / "eval", ev))
@@ -196,6 +198,8 @@ def eval_tables(s: dict) -> list[str]:
         tiers = [t for t in ("solved", "hard", "corner") if t in s.get("test_tiers", {})]
         head = ("| method | pass@1 | ± se | n | greedy | " + " | ".join(f"{t} ({s['test_tiers'][t]})" for t in tiers)
                 + " | verified / correct | answered | true equations |")
+        if s.get("test_tiers_from"):
+            lines += [f"Test tiers (the teacher's pass rate on each test problem) from {s['test_tiers_from']}.", ""]
         lines += [head, "|" + "---|" * (8 + len(tiers))]
         for name, m in s["methods"].items():
             lines.append(f"| {name} | {_fmt(m['pass@1'])} | {_fmt(m['se'])} | {m['n']} | {_fmt(m['greedy'])} | "
