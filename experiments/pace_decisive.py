@@ -5,20 +5,28 @@ docs/results/pace-decisive/PLAN.md. Only heal's public API.
     python experiments/pace_decisive.py stage0        # Stage 0 on the 360 (hours on one core; resumes)
     python experiments/pace_decisive.py teacher-data  # hint, repair (GEAR), filter (PURE) on Stage 0
     python experiments/pace_decisive.py pilot         # the OOD pilot: K = 4 on each family's 40, the rule
+    python experiments/pace_decisive.py testset       # the 300 test problems (needs the pilot's family)
+    python experiments/pace_decisive.py teacher-eval  # the teacher on the test set: 4 scored + 4 tier samples
+    python experiments/pace_decisive.py train         # every student run of the plan, primary ones first
+    python experiments/pace_decisive.py eval          # every trained student on the test set
+    python experiments/pace_decisive.py analyze       # the primary and secondary contrasts -> docs/results/
     python experiments/pace_decisive.py status        # where the run stands
 
-The steps after these (the test set, the teacher's evaluation and tier samples, the student timing
-pilot, training and evaluation) are added as the run reaches them.
+The student timing pilot (full fine-tuning or LoRA) is added when the teacher data exists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 import heal
-from heal.store import atomic_write_jsonl
+from heal.store import atomic_write_jsonl, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "pace_decisive.yaml"
@@ -112,6 +120,219 @@ def step_pilot():
     print(json.dumps(out, indent=2))
 
 
+# ---- test set ------------------------------------------------------------------------------------
+
+TEST_FILE = DATA / "pace_decisive_test.jsonl"
+# (split, task, parameters, size, seed). reasoning-gym derives item i from seed + i, so each block's
+# seeds (seed .. seed + size - 1) stay apart from every other block's and from training (2026..2145)
+# and the pilot (900100..900139); the plan's 900001 / 900002 would have shared 49 seeds between the
+# in-distribution and harder chain_sum blocks.
+TEST_BLOCKS = [
+    ("in_dist", "chain_sum", TRAIN_BANDS[0][1], 50, 900_001),
+    ("in_dist", "basic_arithmetic", TRAIN_BANDS[1][1], 50, 900_001),
+    ("harder", "chain_sum", TRAIN_BANDS[2][1], 100, 920_001),
+]
+OOD_SEED = 940_001
+
+
+def split_of(problem_id: str) -> str:
+    """in_dist, harder or ood, from a test problem's id (ids carry the block's suffix)."""
+    return problem_id.rsplit("@", 1)[-1]
+
+
+def step_testset():
+    """100 in-distribution + 100 harder + 100 OOD problems of the pilot's family, written once. The
+    loader's decontamination against the 360 training problems runs in `heal eval`."""
+    pilot = ROOT / PILOT_DIR / "pilot.json"
+    if not pilot.exists():
+        sys.exit("no OOD family yet: run `python experiments/pace_decisive.py pilot` first")
+    family = json.loads(pilot.read_text())["ood_family"]
+    if family is None:
+        sys.exit(f"{pilot.relative_to(ROOT)}: no pilot family has a teacher pass rate in [0.2, 0.8]; "
+                 "the plan has no OOD split then (say so in the report)")
+    if not TEST_FILE.exists():
+        rows = []
+        for split, task, params, size, seed in TEST_BLOCKS + [("ood", family, {}, 100, OOD_SEED)]:
+            rows += band(task, params, f"@{split}", size, seed)
+        assert len({r["id"] for r in rows}) == len(rows) == 300
+        atomic_write_jsonl(TEST_FILE, rows)
+    rows = list(read_jsonl(TEST_FILE))
+    counts = defaultdict(int)
+    for r in rows:
+        counts[split_of(r["id"])] += 1
+    print(f"{TEST_FILE.relative_to(ROOT)}: {len(rows)} problems {dict(counts)} (OOD family {family})")
+
+
+def step_teacher_eval():
+    """The teacher on the test set: eval.n_samples scored samples and eval.tier_samples tier samples."""
+    step_testset()
+    print(json.dumps(heal.evaluate(config(), models={})["models"].get("teacher"), indent=2))
+
+
+# ---- students ----------------------------------------------------------------------------------------
+
+STUDENTS = ROOT / "experiments" / "runs" / "pace-decisive-students"
+SEEDS = (0, 1)
+# (budget, methods), in the plan's order: the primary contrast's runs first. The paper budget trains
+# only sft_rs: heal_continuous's schedule does not depend on match_budget (its steps are HEAL's at 5
+# epochs a stage either way), so the paper-budget contrast pairs it with the matched run's weights.
+RUNS = [("matched", ["sft_rs", "heal_continuous"]), ("paper", ["sft_rs"]),
+        ("matched", ["star", "heal_no_curriculum", "heal"])]
+# What a student run reads from the teacher's run (linked, read only; training writes only data/ and
+# checkpoints/ of its own run).
+TEACHER_FILES = ("problems.jsonl", "samples.jsonl", "tiers.jsonl", "sample_summary.json", "sample_config.json",
+                 "guided.jsonl", "repairs.jsonl", "scored.jsonl", "reference.jsonl", "scorer_config.json")
+
+
+def student_run(budget: str, seed: int) -> Path:
+    return STUDENTS / f"{budget}-s{seed}"
+
+
+def student_config(budget: str, seed: int):
+    return heal.load_config(CONFIG, {"output_dir": str(student_run(budget, seed).relative_to(ROOT)),
+                                     "train.seed": seed, "train.match_budget": budget == "matched"})
+
+
+def link_teacher_data(run: Path) -> None:
+    teacher = ROOT / config().output_dir
+    run.mkdir(parents=True, exist_ok=True)
+    for name in TEACHER_FILES:
+        if (teacher / name).exists() and not os.path.lexists(run / name):
+            os.symlink(os.path.relpath(teacher / name, run), run / name)
+
+
+def step_train():
+    """Every student run of the plan (each resumes: finished stages are skipped)."""
+    if not (ROOT / config().output_dir / "scored.jsonl").exists():
+        sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
+    for budget, methods in RUNS:
+        for seed in SEEDS:
+            link_teacher_data(student_run(budget, seed))
+            print(f"== {budget} budget, seed {seed}: {', '.join(methods)}")
+            heal.train(student_config(budget, seed), methods=methods)
+
+
+def student_models() -> dict[str, str]:
+    """"<method>.<budget>.s<seed>" -> weights of every finished student run."""
+    from heal.evaluation import trained_models
+
+    out = {}
+    for budget in ("matched", "paper"):
+        for seed in SEEDS:
+            run = student_run(budget, seed)
+            for method, path in (trained_models(run) if run.exists() else {}).items():
+                out[f"{method}.{budget}.s{seed}"] = path
+    return out
+
+
+def step_eval():
+    """Every trained student (and the untrained one as `base`) on the test set, beside the teacher."""
+    step_testset()
+    models = {**student_models(), "base": config().train.student}
+    heal.evaluate(config(), models=models)
+    print(f"evaluated: {', '.join(models)}")
+
+
+# ---- analysis ----------------------------------------------------------------------------------------
+
+BOOT = 10_000
+PRIMARY = ("heal_continuous.matched", "sft_rs.matched")
+SECONDARY = [("star.matched", "sft_rs.matched"), ("heal_no_curriculum.matched", "sft_rs.matched"),
+             ("heal.matched", "sft_rs.matched"), ("heal_continuous.matched", "sft_rs.paper")]
+
+
+def per_problem(evals: list[dict], n_samples: int) -> dict[str, dict[str, float]]:
+    """"<method>.<budget>" -> problem -> mean correctness over its scored samples and every training
+    seed (the plan's unit of pairing). Seeds are pooled only where a problem has records of each."""
+    cells: dict[str, dict[str, dict[str, list[bool]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in evals:
+        if not isinstance(r["sample"], int) or r["sample"] >= n_samples:
+            continue  # greedy and tier samples score nobody
+        parts = r["model"].split(".")
+        name, seed = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (r["model"], "-")
+        cells[name][r["problem_id"]][seed].append(r["correct"] is True)
+    out: dict[str, dict[str, float]] = {}
+    for name, by_problem in cells.items():
+        seeds = {s for per in by_problem.values() for s in per}
+        out[name] = {p: float(np.mean([np.mean(per[s]) for s in seeds]))
+                     for p, per in by_problem.items() if set(per) == seeds}
+    return out
+
+
+def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator, boot: int = BOOT) -> dict:
+    """a - b over the problems both have: mean, paired SE, a two-sided paired bootstrap p-value (the
+    share of resampled means at least as far from 0 in the other direction, doubled) and a sign-flip
+    permutation p-value (exact enumeration up to 20 nonzero problems, else `boot` random flips)."""
+    pids = sorted(set(a) & set(b))
+    d = np.asarray([a[p] - b[p] for p in pids])
+    n = len(d)
+    if n < 2:
+        return {"diff": float(d.mean()) if n else None, "se": None, "problems": n, "p_bootstrap": None, "p_sign_flip": None}
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
+    means = d[rng.integers(n, size=(boot, n))].mean(axis=1)
+    p_boot = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    nz = d[d != 0]
+    if len(nz) == 0:
+        p_flip = 1.0
+    elif len(nz) <= 20:  # every sign pattern
+        signs = np.array(np.meshgrid(*[[-1, 1]] * len(nz))).reshape(len(nz), -1).T
+        p_flip = float(np.mean(np.abs(signs @ nz) >= abs(nz.sum()) - 1e-12))
+    else:
+        signs = rng.choice([-1, 1], size=(boot, len(nz)))
+        p_flip = float((1 + np.sum(np.abs(signs @ nz) >= abs(nz.sum()) - 1e-12)) / (boot + 1))
+    return {"diff": mean, "se": se, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order."""
+    order = np.argsort(ps)
+    adj, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adj[i] = running
+    return adj
+
+
+def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0) -> dict:
+    """The plan's contrasts: the primary (decided when its SE <= 0.025), the secondary with Holm over
+    their sign-flip p-values, each also per split."""
+    rng = np.random.default_rng(seed)
+    pp = per_problem(evals, n_samples)
+    out = {"n_samples": n_samples, "models": {name: {"mean": float(np.mean(list(v.values()))), "problems": len(v)}
+                                              for name, v in sorted(pp.items())}}
+
+    def one(a: str, b: str) -> dict:
+        if a not in pp or b not in pp:
+            return {"missing": [m for m in (a, b) if m not in pp]}
+        c = contrast(pp[a], pp[b], rng)
+        c["per_split"] = {s: contrast({p: v for p, v in pp[a].items() if splits.get(p) == s}, pp[b], rng)
+                          for s in sorted(set(splits.values()))}
+        return c
+
+    prim = one(*PRIMARY)
+    if prim.get("se") is not None:
+        prim["decided"] = prim["se"] <= 0.025
+    out["primary"] = {"contrast": " - ".join(PRIMARY), **prim}
+    sec = [{"contrast": " - ".join(pair), **one(*pair)} for pair in SECONDARY]
+    tested = [c for c in sec if c.get("p_sign_flip") is not None]
+    for c, adj in zip(tested, holm([c["p_sign_flip"] for c in tested])):
+        c["p_holm"] = adj
+    out["secondary"] = sec
+    return out
+
+
+def step_analyze():
+    cfg = config()
+    run = ROOT / cfg.output_dir
+    evals = list(read_jsonl(run / "eval" / "evals.jsonl"))
+    splits = {r["id"]: split_of(r["id"]) for r in read_jsonl(run / "eval" / "problems.jsonl")}
+    out = analyze(evals, cfg.eval.n_samples, splits)
+    dest = ROOT / "docs" / "results" / "pace-decisive" / "analysis.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["primary"], indent=2))
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
 def step_status():
     run = ROOT / config().output_dir
     summary = run / "sample_summary.json"
@@ -123,7 +344,8 @@ def step_status():
 
 
 STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_data, "pilot": step_pilot,
-         "status": step_status}
+         "testset": step_testset, "teacher-eval": step_teacher_eval, "train": step_train, "eval": step_eval,
+         "analyze": step_analyze, "status": step_status}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in STEPS:

@@ -1,0 +1,85 @@
+"""The decisive PACE experiment's own logic (experiments/pace_decisive.py): its pre-registered rules
+and statistics on hand-computed inputs. The runs themselves are hours of teacher and student time
+and are not repeated here."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def exp():
+    spec = importlib.util.spec_from_file_location("pace_decisive", ROOT / "experiments" / "pace_decisive.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_holm_on_a_hand_computed_case(exp):
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04)
+    assert exp.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert exp.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_contrast_exact_sign_flip_and_bootstrap(exp):
+    rng = np.random.default_rng(0)
+    c = exp.contrast({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.0, "b": 0.0, "c": 0.0, "x": 1.0}, rng)
+    assert c["diff"] == 1.0 and c["se"] == 0.0 and c["problems"] == 3
+    assert c["p_sign_flip"] == 0.25  # 2 of the 8 sign patterns reach |sum| 3
+    assert c["p_bootstrap"] == 0.0  # every resampled mean is 1
+    # differences 0.5, 0.5, -0.25, 0: 4 of 8 patterns of the 3 nonzero ones reach |sum| >= 0.75
+    c = exp.contrast({"a": 0.5, "b": 0.5, "c": 0.0, "d": 0.25}, {"a": 0.0, "b": 0.0, "c": 0.25, "d": 0.25}, rng)
+    assert c["diff"] == pytest.approx(0.1875) and c["p_sign_flip"] == 0.5
+    assert c["se"] == pytest.approx(np.std([0.5, 0.5, -0.25, 0], ddof=1) / 2)
+
+
+def test_per_problem_pools_samples_then_seeds_and_skips_tier_samples(exp):
+    def rec(model, pid, j, ok):
+        return {"model": model, "problem_id": pid, "sample": j, "correct": ok}
+
+    evals = [rec("sft_rs.matched.s0", "p", 0, True), rec("sft_rs.matched.s0", "p", 1, False),
+             rec("sft_rs.matched.s1", "p", 0, True), rec("sft_rs.matched.s1", "p", 1, True),
+             rec("sft_rs.matched.s0", "q", 0, True),  # q has no seed-1 records: not paired yet
+             rec("teacher", "p", 0, True), rec("teacher", "p", "tier0", False), rec("teacher", "p", "greedy", False),
+             rec("teacher", "p", 5, False)]  # beyond n_samples
+    pp = exp.per_problem(evals, n_samples=2)
+    assert pp["sft_rs.matched"] == {"p": 0.75}  # (0.5 + 1.0) / 2
+    assert pp["teacher"] == {"p": 1.0}
+
+
+def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_secondary(exp):
+    evals = []
+    for i in range(40):
+        pid = f"t{i}@{'ood' if i % 2 else 'in_dist'}"
+        for seed in (0, 1):
+            for j in range(2):
+                evals.append({"model": f"heal_continuous.matched.s{seed}", "problem_id": pid, "sample": j,
+                              "correct": i % 4 != 0})
+                evals.append({"model": f"sft_rs.matched.s{seed}", "problem_id": pid, "sample": j, "correct": i % 2 == 0})
+    splits = {f"t{i}@{s}": s for i in range(40) for s in ("ood", "in_dist")}
+    out = exp.analyze(evals, 2, {p: exp.split_of(p) for p in splits})
+    p = out["primary"]
+    assert p["contrast"] == "heal_continuous.matched - sft_rs.matched" and p["problems"] == 40
+    assert p["diff"] == pytest.approx(0.75 - 0.5) and p["decided"] is (p["se"] <= 0.025)
+    assert set(p["per_split"]) == {"in_dist", "ood"} and p["per_split"]["ood"]["diff"] == 1.0
+    assert all("missing" in c for c in out["secondary"])  # no star/heal/paper runs in these records
+
+
+def test_test_set_blocks_never_share_a_reasoning_gym_seed(exp):
+    """reasoning-gym derives item i from seed + i: each block's seed range is disjoint from the others
+    of the same task, from training (2026 + i) and from the OOD pilot. (Training's two chain_sum bands
+    share seeds 2026..2145 under different term and digit counts: committed data, left as it is.)"""
+    ranges = [(task, range(seed, seed + size)) for _, task, _, size, seed in exp.TEST_BLOCKS]
+    ranges += [(task, range(exp.SEED, exp.SEED + 120)) for task, _, _ in exp.TRAIN_BANDS]
+    for i, (task, r) in enumerate(ranges):
+        for task2, r2 in ranges[i + 1:]:
+            if task == task2 and (task, r) != (task2, r2):
+                assert not set(r) & set(r2), (task, r, r2)
+    ood = range(exp.OOD_SEED, exp.OOD_SEED + 100)
+    assert not set(ood) & set(range(exp.PILOT_SEED, exp.PILOT_SEED + 40))
+    assert exp.split_of("chain_sum-s920001-3@harder") == "harder"
+    assert exp.ood_family({"gsm_symbolic": 0.1, "simple_equations": 0.5, "decimal_arithmetic": 0.3}) == "simple_equations"
