@@ -7,12 +7,11 @@ docs/results/pace-decisive/PLAN.md. Only heal's public API.
     python experiments/pace_decisive.py pilot         # the OOD pilot: K = 4 on each family's 40, the rule
     python experiments/pace_decisive.py testset       # the 300 test problems (needs the pilot's family)
     python experiments/pace_decisive.py teacher-eval  # the teacher on the test set: 4 scored + 4 tier samples
+    python experiments/pace_decisive.py student-pilot # 20 optimizer steps, full fine-tuning and LoRA: the rule
     python experiments/pace_decisive.py train         # every student run of the plan, primary ones first
     python experiments/pace_decisive.py eval          # every trained student on the test set
     python experiments/pace_decisive.py analyze       # the primary and secondary contrasts -> docs/results/
     python experiments/pace_decisive.py status        # where the run stands
-
-The student timing pilot (full fine-tuning or LoRA) is added when the teacher data exists.
 """
 
 from __future__ import annotations
@@ -189,8 +188,13 @@ def student_run(budget: str, seed: int) -> Path:
 
 
 def student_config(budget: str, seed: int):
+    """One student run's config: the yaml's, its seed and budget, and LoRA if the student pilot chose it."""
+    pilot = STUDENTS / "pilot.json"
+    if not pilot.exists():
+        sys.exit("no student pilot yet: run `python experiments/pace_decisive.py student-pilot` first")
+    lora = LORA if json.loads(pilot.read_text())["choice"] == "lora" else None
     return heal.load_config(CONFIG, {"output_dir": str(student_run(budget, seed).relative_to(ROOT)),
-                                     "train.seed": seed, "train.match_budget": budget == "matched"})
+                                     "train.seed": seed, "train.match_budget": budget == "matched", "train.lora": lora})
 
 
 def link_teacher_data(run: Path) -> None:
@@ -199,6 +203,54 @@ def link_teacher_data(run: Path) -> None:
     for name in TEACHER_FILES:
         if (teacher / name).exists() and not os.path.lexists(run / name):
             os.symlink(os.path.relpath(teacher / name, run), run / name)
+
+
+PILOT_STEPS = 20
+LORA = {"r": 64, "alpha": 128, "target_modules": "all-linear", "merge": True}
+
+
+def plan_steps(sizes: dict[str, int], batch: int, epochs: float = 5.0) -> dict[str, int]:
+    """Optimizer steps of one seed's runs, as heal counts them: HEAL's curriculum H (D1, D1+D2,
+    D1+D2+D3 at `epochs` each); matched sft_rs, star, heal_no_curriculum, heal_continuous and heal take
+    H each; paper sft_rs 5 epochs of D1."""
+    def steps(n: int) -> int:
+        return int(np.ceil(epochs * max(1, int(np.ceil(n / batch)))))
+
+    d1, d2, d3 = sizes.get("D1", 0), sizes.get("D2", 0), sizes.get("D3", 0)
+    h = steps(d1) + steps(d1 + d2) + steps(d1 + d2 + d3)
+    return {"heal_curriculum": h, "paper_sft_rs": steps(d1), "per_seed": 5 * h + steps(d1)}
+
+
+def step_student_pilot():
+    """PILOT_STEPS optimizer steps of sft_rs with full fine-tuning and with LoRA (the plan's r = 64),
+    alone on the machine; the plan's total projected from each; the rule: full fine-tuning if its
+    projected training time is under 45 hours, else LoRA. Writes STUDENTS/pilot.json."""
+    from heal.pace import build_data
+
+    if not (ROOT / config().output_dir / "scored.jsonl").exists():
+        sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
+    out = {}
+    for variant, lora in (("full", None), ("lora", LORA)):
+        run = STUDENTS / f"pilot-{variant}"
+        link_teacher_data(run)
+        cfg = heal.load_config(CONFIG, {"output_dir": str(run.relative_to(ROOT)), "train.lora": lora,
+                                        "train.match_budget": False})
+        sizes = build_data(cfg, print)
+        batches = int(np.ceil(sizes["D1"] / cfg.train.batch_size))
+        # ceil(epochs * batches) optimizer steps: just under PILOT_STEPS / batches epochs gives PILOT_STEPS
+        epochs = (PILOT_STEPS - 0.5) / batches
+        heal.train(heal.load_config(CONFIG, {"output_dir": str(run.relative_to(ROOT)), "train.lora": lora,
+                                             "train.match_budget": False, "train.single.epochs": epochs}),
+                   methods=["sft_rs"])
+        meta = json.loads((run / "checkpoints" / "sft_rs" / "stage-single" / "heal_stage.json").read_text())
+        per_step = meta["train_runtime_s"] / meta["steps"]
+        steps = plan_steps(sizes, cfg.train.batch_size)
+        out[variant] = {"steps": meta["steps"], "seconds_per_step": per_step, "plan_steps": steps,
+                        "projected_hours": per_step * steps["per_seed"] * len(SEEDS) / 3600}
+    out["choice"] = "full" if out["full"]["projected_hours"] < 45 else "lora"
+    out["rule"] = "full fine-tuning if its projected training time (both seeds, every run of the plan) < 45 h"
+    (STUDENTS / "pilot.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
 
 
 def step_train():
@@ -344,7 +396,8 @@ def step_status():
 
 
 STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_data, "pilot": step_pilot,
-         "testset": step_testset, "teacher-eval": step_teacher_eval, "train": step_train, "eval": step_eval,
+         "testset": step_testset, "teacher-eval": step_teacher_eval,
+         "student-pilot": step_student_pilot, "train": step_train, "eval": step_eval,
          "analyze": step_analyze, "status": step_status}
 
 if __name__ == "__main__":

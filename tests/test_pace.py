@@ -168,6 +168,7 @@ def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir)
     assert not torch.equal(base[name], s1[name])
     sft = json.loads((run / "checkpoints" / "sft_rs" / "stage-single" / "heal_stage.json").read_text())
     assert sft["steps"] == sum(s["steps"] for s in stages)  # matched optimizer-step budget
+    assert all(s["train_runtime_s"] > 0 for s in stages + [sft])  # what a budget is planned from
     assert final == {"heal": str(run / "checkpoints" / "heal" / "stage-III"),
                      "sft_rs": str(run / "checkpoints" / "sft_rs" / "stage-single")}
     # Resumable: a second call trains nothing.

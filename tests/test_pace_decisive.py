@@ -83,3 +83,17 @@ def test_test_set_blocks_never_share_a_reasoning_gym_seed(exp):
     assert not set(ood) & set(range(exp.PILOT_SEED, exp.PILOT_SEED + 40))
     assert exp.split_of("chain_sum-s920001-3@harder") == "harder"
     assert exp.ood_family({"gsm_symbolic": 0.1, "simple_equations": 0.5, "decimal_arithmetic": 0.3}) == "simple_equations"
+
+
+def test_plan_steps_count_as_heal_does(exp):
+    # D1 20, D2 4, D3 4 at batch 8: stages of 3, 3, 4 batches at 5 epochs -> 15 + 15 + 20 = 50
+    s = exp.plan_steps({"D1": 20, "D2": 4, "D3": 4}, batch=8)
+    assert s == {"heal_curriculum": 50, "paper_sft_rs": 15, "per_seed": 5 * 50 + 15}
+    # ... and as heal's own stage plan does (heal_continuous's steps, sft_rs matched to them)
+    from heal.pace import stage_plan
+
+    sizes = {"D1": 20, "D2": 4, "D3": 4}
+    cfg = exp.config()  # the experiment's yaml: batch 8, 5 epochs a stage
+    assert cfg.train.batch_size == 8
+    assert sum(st["max_steps"] for st in stage_plan("heal_continuous", sizes, cfg)) == 50
+    assert stage_plan("sft_rs", sizes, cfg)[0]["max_steps"] == 50

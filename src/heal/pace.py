@@ -233,7 +233,10 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     train_loss = sum(losses) / len(losses) if resume and losses else result.training_loss
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
             "train_loss": train_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
-            "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes}
+            "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes,
+            # wall seconds of this process's training (a resumed stage: its last part only): what a
+            # budget is planned from
+            "train_runtime_s": result.metrics.get("train_runtime")}
     if carried is not None:
         meta["optimizer_carried"] = carried
     if state.is_main_process:
