@@ -3,6 +3,7 @@ clear line was promised, the installed command's SIGTERM, the llama.cpp smoke de
 
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -324,6 +325,34 @@ def test_default_threads_leave_busy_cores_alone():
     assert default_threads(cores=2, load=1.0) == 1
     assert default_threads(cores=2, load=3.7) == 1
     assert default_threads(cores=16, load=4.2) == 12
+
+
+def test_default_threads_do_not_count_own_load(monkeypatch):
+    """The load average counts this process too (a fresh process busy importing): only what other
+    processes add takes a core away."""
+    from heal.engines import llamacpp
+
+    monkeypatch.setattr(llamacpp.os, "getloadavg", lambda: (0.9, 0.5, 0.2))
+    monkeypatch.setattr(llamacpp, "own_load", lambda: 0.8)  # all of it ours: both cores are free
+    assert llamacpp.default_threads(cores=2) == 2
+    monkeypatch.setattr(llamacpp, "own_load", lambda: 0.0)  # all of it another process's
+    assert llamacpp.default_threads(cores=2) == 1
+    monkeypatch.setattr(llamacpp.os, "getloadavg", lambda: (1.9, 1.0, 0.5))
+    monkeypatch.setattr(llamacpp, "own_load", lambda: 0.8)  # another process busy on one core
+    assert llamacpp.default_threads(cores=2) == 1
+    monkeypatch.setattr(llamacpp.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    monkeypatch.setattr(llamacpp, "own_load", lambda: 0.9)  # our share overestimated: never below 0
+    assert llamacpp.default_threads(cores=2) == 2
+
+
+def test_own_load_weighs_cpu_as_the_load_average_does():
+    from heal.engines.llamacpp import own_load
+
+    # one core busy for 10 s: the 1-minute average has caught up 1 - exp(-10/60) of it
+    assert own_load(cpu_s=10.0, age_s=10.0) == pytest.approx(1 - math.exp(-1 / 6))
+    assert own_load(cpu_s=600.0, age_s=600.0) == pytest.approx(1.0, abs=1e-4)  # caught up
+    assert own_load(cpu_s=1.0, age_s=100.0) == pytest.approx(0.01 * (1 - math.exp(-100 / 60)))  # mostly idle
+    assert 0.0 <= own_load() < len(os.sched_getaffinity(0)) + 1  # this process, read from /proc
 
 
 def test_doctor_smoke_decode_passes_here_and_names_a_crash(smollm2, monkeypatch):

@@ -32,7 +32,7 @@ from heal.engines.base import SamplingParams, chat_prompt_ids, check_prompts_fit
 from heal.problems import benchmark_name, from_config
 from heal.rundir import RunMismatch, check_settings, sections, writes_run
 from heal.records import EVAL, eval_key, read_records, tier_index, tier_sample
-from heal.runs import Job, dispatch, generate, local_engine, merge_shards, progress_bar, stable_seed, tier_of
+from heal.runs import Job, dispatch, generate, local_engine, merge_shards, stable_seed, tier_of
 from heal.stepcheck import check_steps, equations
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, read_jsonl
 from heal.verify import Verifier, check_gold, choice_letter
@@ -386,10 +386,8 @@ def eval_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jsonl
                  "verify_error": v.error, "derivation_ok": ok, "step_check": why}]
 
     desc = f"eval {first['model']}" + (f" on {first['bench']}" if first["bench"] else "")
-    bar = progress_bar(len(items), 0, desc, "sample", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        generate(engine, jobs, sampled, build, stores[next(iter(stores))], bar=bar)
-    bar.close()
+        generate(engine, jobs, sampled, build, stores[next(iter(stores))], desc=desc, unit="sample", progress=progress)
 
 
 def reasoning_metrics(sampled: list[dict], choice_ids: frozenset[str] = frozenset()) -> dict:

@@ -24,7 +24,7 @@ from heal.engines.base import stop_ids
 from heal.entropy import step_means, step_spans_from_pieces, surges, token_pieces
 from heal.hints import render, text_ids, training_ids
 from heal.locate import locate
-from heal.runs import Job, dispatch, generate, load_stage0, merge_shards, progress_bar, sampling_params, stable_seed
+from heal.runs import Job, dispatch, generate, load_stage0, merge_shards, sampling_params, stable_seed
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore
 from heal.verify import Verifier
@@ -90,14 +90,16 @@ def run_repair(cfg: RunConfig, engine=None, progress: bool = True, log=print,
     echo_config(cfg, run_dir)
     g = cfg.gear
     targets = [pid for pid, t in tiers.items() if t["tier"] in g.tiers and (problem_ids is None or pid in problem_ids)]
-    merge_shards(run_dir, [STORE], log)
-    store = JsonlStore(run_dir / STORE)
-    done_sources = {repair_source(k) for k in store.done()}
-    # Restarts of one problem share one hinted prompt: identical continuations across its sources are
-    # duplicates too (kept in the store, flagged, never counted or trained on). What earlier runs
-    # wrote goes with the problem's items to whichever worker repairs it.
+    merge_shards(run_dir, [STORE], log)  # also drops a half-written last line
+    # One pass over what earlier runs wrote: the sources already repaired, and the restarts'
+    # continuations. Restarts of one problem share one hinted prompt: identical continuations across
+    # its sources are duplicates too (kept in the store, flagged, never counted or trained on); they
+    # go with the problem's items to whichever worker repairs it.
+    done_sources: set[str] = set()
     restarts: dict[str, list] = defaultdict(list)
-    for r in read_records(store.path, CANDIDATE) if store.path.exists() else []:
+    path = run_dir / STORE
+    for r in read_records(path, CANDIDATE) if path.exists() else []:
+        done_sources.add(repair_source(r["key"]))
         if r.get("restart"):
             restarts[r["problem_id"]].append(r["continuation_ids"])
     sources = {pid: select_failed(by_problem.get(pid, []), g.max_trajectories, g.skip_truncated) for pid in targets}
@@ -193,11 +195,10 @@ def repair_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
             })
         return records
 
-    bar = progress_bar(len(items) * g.continuations, 0, "repair", "cont", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
         # one source a call: its N continuations are one batch, as the paper's N samples of one prompt
-        generate(engine, jobs(), params, build, stores[STORE], n=g.continuations, chunk=1, bar=bar)
-    bar.close()
+        generate(engine, jobs(), params, build, stores[STORE], n=g.continuations, chunk=1,
+                 desc="repair", unit="cont", total=len(items) * g.continuations, progress=progress)
 
 
 def summarize_repairs(run_dir: Path, problem_ids: list[str] | None = None) -> dict:

@@ -18,7 +18,7 @@ from heal.entropy import step_spans_from_pieces, token_pieces
 from heal.gear import step_texts, strip_stop
 from heal.records import CANDIDATE, guided_key, read_records
 from heal.rundir import writes_run
-from heal.runs import Job, dispatch, generate, load_stage0, merge_shards, progress_bar, sampling_params, stable_seed
+from heal.runs import Job, dispatch, generate, load_stage0, merge_shards, sampling_params, stable_seed
 from heal.stepcheck import check_steps
 from heal.store import JsonlStore
 from heal.verify import Verifier
@@ -73,7 +73,5 @@ def guided_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
             "model": cfg.teacher.model, "engine": engine.name,
         }]
 
-    bar = progress_bar(len(items), 0, "hint", "sample", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        generate(engine, jobs, params, build, stores[STORE], bar=bar)
-    bar.close()
+        generate(engine, jobs, params, build, stores[STORE], desc="hint", unit="sample", progress=progress)

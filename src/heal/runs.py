@@ -98,24 +98,41 @@ class Rate:
 
 
 def generate(engine, jobs: Iterable[Job], params: SamplingParams, build: Callable[[Job, list[Completion]], list[dict]],
-             store: JsonlStore, *, n: int = 1, record_entropy: bool = False, bar=None, chunk: int | None = None) -> int:
+             store: JsonlStore, *, n: int = 1, record_entropy: bool = False, chunk: int | None = None,
+             desc: str | None = None, unit: str = "rec", total: int | None = None, progress: bool = False,
+             bar=None) -> int:
     """Generate n completions per job, in chunks of the engine's batch size (jobs of one chunk share
     sampling params), build each job's records and append them after every chunk. `jobs` may be a
     lazy iterator (GEAR plans a cut, with the engine, just before it generates). Returns how many
-    records were appended; `bar` (a tqdm) advances by records."""
+    records were appended.
+
+    The progress bar advances by records, with rec/s and tok/s as its postfix. With `desc`, generate
+    opens it (`total`: len(jobs) when jobs is a list; shown only if `progress`) and closes it however
+    the loop ends; a caller that owns a bar passes it as `bar` instead and closes it itself."""
+    own_bar = bar is None and desc is not None
+    if own_bar:
+        bar = progress_bar(total if total is not None else _len(jobs), 0, desc, unit, progress)
     chunk = chunk or max(1, getattr(engine, "batch_size", 1) or 1)
     rate, added = Rate(), 0
-    for batch in _chunks(jobs, chunk):
-        p = batch[0].params or params
-        comps = engine.generate([j.prompt_ids for j in batch], p, n=n, record_entropy=record_entropy,
-                                seeds=[j.seed for j in batch])
-        records = [rec for job, cs in zip(batch, comps) for rec in build(job, cs)]
-        store.append(records)
-        added += len(records)
-        if bar is not None:
-            bar.update(len(records))
-            bar.set_postfix_str(rate.add(comps, len(records)))
+    try:
+        for batch in _chunks(jobs, chunk):
+            p = batch[0].params or params
+            comps = engine.generate([j.prompt_ids for j in batch], p, n=n, record_entropy=record_entropy,
+                                    seeds=[j.seed for j in batch])
+            records = [rec for job, cs in zip(batch, comps) for rec in build(job, cs)]
+            store.append(records)
+            added += len(records)
+            if bar is not None:
+                bar.update(len(records))
+                bar.set_postfix_str(rate.add(comps, len(records)))
+    finally:
+        if own_bar:
+            bar.close()
     return added
+
+
+def _len(jobs: Iterable[Job]) -> int | None:
+    return len(jobs) if isinstance(jobs, (list, tuple)) else None  # a lazy iterator has no total
 
 
 def _chunks(jobs: Iterable[Job], size: int) -> Iterator[list[Job]]:

@@ -22,7 +22,7 @@ from heal import reasoning
 from heal.problems import Problem, from_config
 from heal.records import SAMPLE, read_records, sample_key
 from heal.rundir import PINNED_SECTIONS, RunMismatch, check_settings, sections, writes_run
-from heal.runs import (Job, dispatch, generate, local_engine, load_tokenizer, merge_shards, progress_bar,
+from heal.runs import (Job, dispatch, generate, local_engine, load_tokenizer, merge_shards,
                        sampling_params, stable_seed, tier_of)
 from heal.store import JsonlStore, atomic_write_jsonl, atomic_write_text, pack_f16, read_jsonl
 from heal.verify import Verifier, check_gold
@@ -171,10 +171,9 @@ def sample_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
             **(span.to_dict() | {"truncated_in_reasoning": c.truncated and not span.closed} if fmt.enabled else {}),
         }]
 
-    bar = progress_bar(len(items), 0, "sample", "sample", progress)
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        generate(engine, jobs, params, build, stores[STORE], record_entropy=cfg.sample.record_entropy, bar=bar)
-    bar.close()
+        generate(engine, jobs, params, build, stores[STORE], record_entropy=cfg.sample.record_entropy,
+                 desc="sample", unit="sample", progress=progress)
 
 
 def format_table(run_dir: str | Path, max_rows: int = 50) -> str:

@@ -14,6 +14,7 @@ sample is reproducible on its own, whatever else ran before it.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from typing import Sequence
 
@@ -58,14 +59,43 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
 
 
 def default_threads(cores: int | None = None, load: float | None = None) -> int:
-    """llama.cpp threads when `threads` is unset: the cores this process may use less those another
-    process keeps busy (the 1-minute load average, rounded). llama.cpp's threads meet at a barrier
-    after every matrix product, so one thread that shares its core with a busy process stalls the
-    others: on 2 cores with another process busy on both, 2 threads decoded 0.5-1.5 tok/s and 1 thread
-    about 7.5 (benchmarks/llamacpp_build.py measures it). Erring low costs a fraction; erring high, 10x."""
+    """llama.cpp threads when `threads` is unset: the cores this process may use less those other
+    processes keep busy (`load`: by default the 1-minute load average less this process's own share,
+    rounded). llama.cpp's threads meet at a barrier after every matrix product, so one thread that
+    shares its core with a busy process stalls the others: on 2 cores with another process busy on
+    both, 2 threads decoded 0.5-1.5 tok/s and 1 thread about 7.5 (benchmarks/llamacpp_build.py
+    measures it). Erring low costs a fraction; erring high, 10x."""
     cores = cores if cores is not None else len(os.sched_getaffinity(0))
-    load = load if load is not None else os.getloadavg()[0]
+    load = load if load is not None else max(0.0, os.getloadavg()[0] - own_load())
     return max(1, min(cores, cores - int(load + 0.5)))
+
+
+def own_load(cpu_s: float | None = None, age_s: float | None = None) -> float:
+    """This process's own share of the 1-minute load average. The load average counts us too: a
+    fresh `heal` process spends its first seconds importing torch and transformers on one core, and
+    a restart on an idle 2-core machine took that for another process and got 1 thread. Estimate:
+    our CPU seconds over our age (`cpu_s`, `age_s`; read from os.times and /proc when not given),
+    weighted as the load average (an exponential average with a 60 s time constant) weighs a load
+    that began `age_s` ago. 0 where /proc is unreadable (the load then counts us, as before)."""
+    if cpu_s is None or age_s is None:
+        try:
+            age_s = _age_s()
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        t = os.times()
+        cpu_s = t.user + t.system
+    if age_s <= 0:
+        return 0.0
+    return cpu_s / age_s * (1 - math.exp(-age_s / 60))
+
+
+def _age_s() -> float:
+    """Seconds since this process started (its start time in /proc/self/stat, against /proc/uptime)."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in clock ticks
 
 
 def check_llamacpp_memory(gguf_path: str, n_ctx: int, parallel: int = 1) -> None:
