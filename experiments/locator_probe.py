@@ -255,6 +255,9 @@ def stage_report():
     cheap = [loc for loc in LOCATORS if loc != "rollout"]
     main_pids = [p for p in corner_problems() if all(p in done[loc] for loc in cheap)]
     roll_pids = [p for p in corner_problems() if p in done["rollout"] and p in done["entropy"]]
+    # Once rollout has every problem the others have, all five share one table; before, rollout gets
+    # its own table against entropy on the problems it finished.
+    main_locs = cheap + (["rollout"] if set(main_pids) <= done["rollout"] else [])
     tok = AutoTokenizer.from_pretrained(resolve(cfg().teacher.model).hf)
     used = {r["source_key"] for rs in recs.values() for r in rs}
     first_false = source_first_false(tok, problems, {k: samples_by_key[k] for k in used})
@@ -271,11 +274,12 @@ def stage_report():
            "tokens_note": "all_tokens = continuation tokens + the locator's generated and teacher-forced tokens; "
                           "baselines (from the GEAR probe, same problems): their samples' tokens",
            "tables": {
-               "main": {"locators": cheap, "problems": len(main_pids),
-                        "rows": table_for(cheap + ["guided restarts", "plain sampling"], main_pids, rows, rng)},
-               "rollout": {"locators": ["entropy", "rollout"], "problems": len(roll_pids),
-                           "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}},
+               "main": {"locators": main_locs, "problems": len(main_pids),
+                        "rows": table_for(main_locs + ["guided restarts", "plain sampling"], main_pids, rows, rng)}},
            "judge_margin_auroc_false_steps": judge_step_auroc(tok, recs["judge"], samples_by_key)}
+    if "rollout" not in main_locs:
+        out["tables"]["rollout"] = {"locators": ["entropy", "rollout"], "problems": len(roll_pids),
+                                    "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}
     res = ROOT / "docs" / "results"
     atomic_write_text(res / "locator-probe.json", json.dumps(out, indent=2) + "\n")
     atomic_write_text(res / "locator-probe.md", markdown(out))
@@ -300,9 +304,9 @@ def markdown(out: dict) -> str:
     if out["partial"]:
         lines += [f"**Partial run:** problems finished per locator {out['problems_done_per_locator']} of "
                   f"{out['corner_problems']}; each table compares only the problems all its rows finished.", ""]
-    for key, title in (("main", "entropy, random, first_error, judge"), ("rollout", "rollout against entropy")):
-        tab = out["tables"][key]
-        lines += [f"## {title} ({tab['problems']} problems)", "",
+    titles = {"main": ", ".join(out["tables"]["main"]["locators"]), "rollout": "rollout against entropy"}
+    for key, tab in out["tables"].items():
+        lines += [f"## {titles[key]} ({tab['problems']} problems)", "",
                   "| source | continuations | answer-correct | verified | problems answer / verified | teacher tokens "
                   "(locator gen / forced) | verified per 1k tokens [95% CI] | minus entropy [95% CI]; ratio [95% CI] | cuts "
                   "keeping only correct steps | restarts |",
@@ -332,8 +336,11 @@ def plot(out: dict, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
-    for ax, key in zip(axes, ("main", "rollout")):
+    keys = list(out["tables"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(11, 4), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1][:len(keys)]})
+    axes = axes[0]
+    for ax, key in zip(axes, keys):
         tab = out["tables"][key]
         names = list(tab["rows"])
         vals = [tab["rows"][n]["verified_per_1k_tokens"] or 0 for n in names]
