@@ -447,17 +447,29 @@ class EvalConfig(_Strict):
                                                         "questions are template, not content.")
     batch_size: int | None = Field(None, gt=0, json_schema_extra=NEUTRAL,
                                    description="Student generation: prompts per call (as teacher.batch_size).")
-    engine: Literal["hf", "vllm"] = Field(
+    engine: Literal["hf", "vllm", "llamacpp"] = Field(
         "hf", description="Engine for the students (the teacher uses teacher.engine); vllm batches continuously "
-                          "(docs/method.md, Evaluation).")
+                          "(docs/method.md, Evaluation); llamacpp (CPU machines) runs each student as an F16 GGUF "
+                          "written once into its weights folder (heal.models.export_gguf, the student alias's GGUF "
+                          "giving tokenizer and metadata).")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="engine vllm: passed to vllm.LLM "
-                                                                          "(max_model_len, ...).")
+                                                                          "(max_model_len, ...); engine llamacpp: "
+                                                                          "n_ctx, threads, parallel.")
     benchmarks: dict[str, BenchmarkConfig] = Field(
         default_factory=dict,
         description="Several benchmarks in one run, each with its own n: name -> {data, n_samples, greedy}, each "
                     "with its held-out set, contamination report, settings pin and records in RUN/eval/<name>/ and "
                     'its summary under "benchmarks" in RUN/eval/summary.json. Empty: the one set eval.data, in '
                     "RUN/eval/ itself; when set, eval.data is not evaluated (list it here to keep it).")
+
+    @model_validator(mode="after")
+    def _llamacpp_args(self) -> "EvalConfig":
+        if self.engine == "llamacpp":
+            allowed = {"n_ctx", "threads", "parallel"}
+            if extra := sorted(set(self.engine_args) - allowed):
+                raise ValueError(f"eval.engine_args {extra} do not apply to engine llamacpp (it takes "
+                                 f"{', '.join(sorted(allowed))})")
+        return self
 
     @field_validator("benchmarks")
     @classmethod
@@ -538,9 +550,11 @@ def scorer_config(cfg: RunConfig) -> EngineConfig:
     return cls(**shared | own | {"model": cfg.pure.scorer or cfg.teacher.model})
 
 
-def student_config(cfg: RunConfig, model: str) -> HFConfig | VLLMConfig:
+def student_config(cfg: RunConfig, model: str) -> HFConfig | VLLMConfig | LlamaCppConfig:
     """The engine config that evaluates a student model (eval.engine; train.device and train.dtype)."""
     ec = cfg.eval
+    if ec.engine == "llamacpp":  # `model`: a folder holding the student's exported GGUF
+        return LlamaCppConfig(model=model, **ec.engine_args)
     if ec.engine == "vllm":
         return VLLMConfig(model=model, dtype=cfg.train.dtype, batch_size=ec.batch_size, engine_args=ec.engine_args)
     return HFConfig(model=model, device=cfg.train.device, dtype=cfg.train.dtype, batch_size=ec.batch_size)

@@ -533,6 +533,26 @@ def trained_models(run_dir: Path) -> dict[str, str]:
     return out
 
 
+def student_weights(cfg: RunConfig, path: str, log=print) -> str:
+    """What eval.engine loads for a student: its weights folder; with llamacpp, the folder once an F16
+    GGUF of it is written there (heal.models.export_gguf; the student alias's GGUF gives tokenizer and
+    metadata). The untrained student (an alias) is exported from its transformers folder too, so that
+    every student runs at the same precision."""
+    if cfg.eval.engine != "llamacpp":
+        return path
+    from heal.models import EXPORT_FILE, export_gguf, resolve
+
+    hf = resolve(path).hf
+    reference = resolve(cfg.train.student).gguf
+    if hf is None or reference is None:
+        raise ValueError(f"eval.engine llamacpp: {path if hf is None else cfg.train.student} has no "
+                         f"{'transformers folder' if hf is None else 'GGUF'} (use a student alias from "
+                         "`heal models list` or a folder holding its .gguf); or set eval.engine to hf or vllm")
+    if not (Path(hf) / EXPORT_FILE).exists():
+        export_gguf(hf, reference, log=log)
+    return hf
+
+
 @writes_run("eval")
 def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: bool = True, log=print) -> dict:
     """Evaluate the teacher (ceiling, tiers) and every trained model (default: RUN/checkpoints/final.json)
@@ -544,14 +564,13 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
         pin_eval_settings(cfg, b)
     if models is None:
         models = {**trained_models(run_dir), "base": cfg.train.student}  # the untrained student last: the least informative
-    todo = [(TEACHER, cfg.teacher, TEACHER)] + [
-        (name, student_config(cfg, path), model_tag(path))
-        for name, path in models.items()]
-    for name, mc, tag in todo:
+    todo = [(TEACHER, None, TEACHER)] + [(name, path, model_tag(path)) for name, path in models.items()]
+    for name, path, tag in todo:
         work = [(b, ps) for b, ps in sets if pending_jobs(cfg, name, tag, ps, JsonlStore(b.store), b)]
         if not work:
             log(f"eval {name}: done, skipping")
             continue  # no model load (its engine need not even be installed here)
+        mc = cfg.teacher if name == TEACHER else student_config(cfg, student_weights(cfg, path, log))
         with local_engine(cfg, mc) as engine:  # one load for every benchmark (None: Ray workers load it)
             for b, ps in work:
                 evaluate_model(cfg, name, engine, ps, progress, tag,

@@ -195,6 +195,80 @@ def convert_gguf_to_hf(gguf: Path, out: Path, log=print) -> None:
     os.replace(tmp, out)
 
 
+# Architectures export_gguf writes: each one's tensors map by name alone, except llama's q/k
+# projections, which llama.cpp stores with its rotary halves interleaved (the reverse of what
+# transformers' GGUF loader undoes when it reads them).
+EXPORT_ARCHS = ("llama", "qwen2", "qwen3")
+EXPORT_FILE = "model-f16.gguf"
+
+
+def _rope_permute(w, n_head: int):
+    """HF -> llama.cpp order of a llama q/k projection (rows: heads x (2 halves x half-dim))."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path | None = None, log=print) -> Path:
+    """Write a transformers model (a trained student) as an F16 GGUF that llama.cpp runs, taking the
+    tokenizer, chat template and hyperparameters from `reference_gguf`: the GGUF the model was made
+    from (its alias's), so only the weights are new. 2-D tensors are stored as F16, norms and biases
+    as F32. Default `out`: HF_DIR/model-f16.gguf (resolve() then finds it in the folder). Every
+    tensor must match the reference's name and shape: another architecture or size is refused."""
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+
+    hf_dir, out = Path(hf_dir), Path(out) if out is not None else Path(hf_dir) / EXPORT_FILE
+    reader = gguf.GGUFReader(str(reference_gguf))
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    if arch not in EXPORT_ARCHS:
+        raise ValueError(f"export_gguf: {reference_gguf} is a {arch!r} model; heal exports {', '.join(EXPORT_ARCHS)}")
+    n_blocks = reader.get_field(f"{arch}.block_count").contents()
+    n_head = reader.get_field(f"{arch}.attention.head_count").contents()
+    kv = reader.get_field(f"{arch}.attention.head_count_kv")
+    n_head_kv = kv.contents() if kv is not None else n_head
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], n_blocks)
+    expected = {t.name: [int(d) for d in reversed(t.shape)] for t in reader.tensors}  # ggml lists dims fastest-first
+
+    writer = gguf.GGUFWriter(str(out.with_suffix(".partial")), arch)
+    skip = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE, gguf.Keys.General.QUANTIZATION_VERSION}
+    for field in reader.fields.values():
+        if field.name in skip or field.name.startswith("GGUF."):
+            continue
+        vtype = field.types[0]
+        writer.add_key_value(field.name, field.contents(), vtype,
+                             sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    written = set()
+    for shard in sorted(hf_dir.glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for key in f.keys():
+                name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if name is None or name not in expected:
+                    raise ValueError(f"export_gguf: {shard.name} tensor {key} has no counterpart in {reference_gguf}")
+                w = f.get_tensor(key).to(torch.float32)
+                if arch == "llama" and key.endswith("q_proj.weight"):
+                    w = _rope_permute(w, n_head)
+                elif arch == "llama" and key.endswith("k_proj.weight"):
+                    w = _rope_permute(w, n_head_kv)
+                if list(w.shape) != expected[name]:
+                    raise ValueError(f"export_gguf: {key} has shape {list(w.shape)}, {reference_gguf} {name} "
+                                     f"{expected[name]}: another model size")
+                arr = w.numpy()
+                writer.add_tensor(name, arr.astype(np.float16) if arr.ndim > 1 else arr)
+                written.add(name)
+    if missing := sorted(set(expected) - written):
+        raise ValueError(f"export_gguf: {hf_dir} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                         f"of {reference_gguf}")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(out.with_suffix(".partial"), out)
+    log(f"exported {hf_dir} -> {out} ({out.stat().st_size / 2**20:.0f} MiB, F16)")
+    return out
+
+
 def prepare(name: str, log=print) -> ModelPaths:
     """Make an alias usable offline: assemble, verify and convert once. Idempotent."""
     if name not in ALIASES:
