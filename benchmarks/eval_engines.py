@@ -4,7 +4,7 @@ sampling settings of the PACE experiment (answers of very different lengths).
 
     python benchmarks/eval_engines.py --engine hf --model experiments/runs/pace-smollm2/checkpoints/sft_rs/stage-single
     VLLM_CPU_KVCACHE_SPACE=4 .venv-vllm/bin/python benchmarks/eval_engines.py --engine vllm --model ...
-    python benchmarks/eval_engines.py --engine llamacpp --reference qwen2.5-coder-0.5b --model FOLDER --threads 1 --parallel 4
+    python benchmarks/eval_engines.py --engine llamacpp --reference qwen2.5-coder-0.5b --model FOLDER --threads 1 --parallel 4 [--gguf-type q8_0]
 
 llamacpp rows also record the export's time and how far the exported model's logits are from the
 transformers model's on one prompt (max |difference|, and the same for the alias's own GGUF).
@@ -30,7 +30,7 @@ from heal.store import read_jsonl
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def export_and_compare(model: str, reference: str) -> dict:
+def export_and_compare(model: str, reference: str, gguf_type: str) -> tuple[Path, dict]:
     """Export `model` (a transformers folder) once against `reference`'s GGUF; the logits of one prompt
     from transformers, the export and the alias's own (quantized) GGUF."""
     import llama_cpp
@@ -38,13 +38,13 @@ def export_and_compare(model: str, reference: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from heal.models import EXPORT_FILE, export_gguf, resolve
+    from heal.models import export_file, export_gguf, resolve
 
     ref = resolve(reference).gguf
     t = time.time()
-    out = Path(model) / EXPORT_FILE
+    out = Path(model) / export_file(gguf_type)
     if not out.exists():
-        export_gguf(model, ref)
+        export_gguf(model, ref, gguf_type=gguf_type)
     export_s = time.time() - t
     ids = AutoTokenizer.from_pretrained(model)("What is 1234 + 5678? Add the thousands first.")["input_ids"]
     with torch.no_grad():
@@ -55,7 +55,8 @@ def export_and_compare(model: str, reference: str) -> dict:
         llm.eval(ids)
         diffs[name] = round(float(np.abs(np.array(llm.scores[:len(ids)]) - hf).max()), 3)
         llm.close()
-    return {"export_s": round(export_s, 1), "max_abs_logit_diff_vs_hf": diffs, "gguf_mib": round(out.stat().st_size / 2**20)}
+    return out, {"gguf_type": gguf_type, "export_s": round(export_s, 1), "max_abs_logit_diff_vs_hf": diffs,
+                 "gguf_mib": round(out.stat().st_size / 2**20)}
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--engine", choices=["hf", "vllm", "llamacpp"], required=True)
     ap.add_argument("--reference", help="llamacpp: the student alias whose GGUF gives tokenizer and metadata")
     ap.add_argument("--threads", type=int, default=1, help="llamacpp threads")
+    ap.add_argument("--gguf-type", default="f16", choices=["f16", "q8_0"], help="llamacpp: the export's type")
     ap.add_argument("--parallel", type=int, default=4, help="llamacpp sequences decoded together")
     ap.add_argument("--model", required=True)
     ap.add_argument("--prompts", type=int, default=64)
@@ -73,8 +75,8 @@ def main() -> None:
     problems = list(read_jsonl(ROOT / "experiments" / "data" / "pace_heldout.jsonl"))[: args.prompts]
     extra = {}
     if args.engine == "llamacpp":
-        extra = export_and_compare(args.model, args.reference)
-        mc = engine_config(model=args.model, engine="llamacpp", threads=args.threads, parallel=args.parallel)
+        gguf_file, extra = export_and_compare(args.model, args.reference, args.gguf_type)
+        mc = engine_config(model=str(gguf_file), engine="llamacpp", threads=args.threads, parallel=args.parallel)
     else:
         mc = engine_config(model=args.model, engine=args.engine, batch_size=args.batch_size,
                            **({"engine_args": cfg.eval.engine_args} if args.engine == "vllm" else {}))
@@ -101,7 +103,7 @@ def main() -> None:
     print(json.dumps(row))
     out = Path(args.out)
     rows = json.loads(out.read_text()) if out.exists() else []
-    rows = [r for r in rows if (r["engine"], r["model"]) != (row["engine"], row["model"])] + [row]
+    rows = [r for r in rows if (r["engine"], r["model"], r.get("gguf_type")) != (row["engine"], row["model"], row.get("gguf_type"))] + [row]
     out.write_text(json.dumps(rows, indent=2) + "\n")
 
 

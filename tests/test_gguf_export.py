@@ -46,17 +46,23 @@ def _perturbed_copy(src, dst, seed=0):
 def test_exported_llama_student_matches_transformers(tmp_path, smollm2):
     from transformers import AutoTokenizer
 
-    from heal.models import EXPORT_FILE, export_gguf, resolve
+    from heal.models import export_file, export_gguf, resolve
 
     student = _perturbed_copy(smollm2.hf, tmp_path / "ckpt")
     out = export_gguf(student, smollm2.gguf, log=lambda *a: None)
-    assert out == student / EXPORT_FILE and resolve(str(student)).gguf == str(out)  # the folder now holds it
+    assert out == student / export_file("f16")
+    assert resolve(str(out)).hf == str(student)  # a GGUF in a transformers folder takes its tokenizer
     ids = AutoTokenizer.from_pretrained(student)("Compute 12 + 7, then double it:")["input_ids"]
     hf, cpp = _logits_hf(student, ids), _logits_llamacpp(out, ids)
     assert (hf.argmax(-1) == cpp.argmax(-1)).all()
     assert np.abs(hf - cpp).max() < 0.15  # F16 weights; measured 0.05 on SmolLM2 itself
     # the original (not perturbed) weights would differ: the export carries the new ones
     assert np.abs(_logits_hf(smollm2.hf, ids) - cpp).max() > 0.15
+    # q8_0: about half the bytes, still close
+    q8 = export_gguf(student, smollm2.gguf, log=lambda *a: None, gguf_type="q8_0")
+    assert q8.name == "model-q8_0.gguf" and q8.stat().st_size < 0.6 * out.stat().st_size
+    q8_logits = _logits_llamacpp(q8, ids)
+    assert (hf.argmax(-1) == q8_logits.argmax(-1)).mean() > 0.9 and np.abs(hf - q8_logits).mean() < 0.3  # max 2.0 measured
 
 
 def _tiny_qwen2(tmp_path, smollm2):
@@ -146,7 +152,7 @@ def test_eval_engine_llamacpp_takes_only_its_own_arguments():
 def test_run_eval_on_llamacpp_exports_each_student_once(tmp_path, smollm2):
     from heal.config import load_config
     from heal.evaluation import run_eval
-    from heal.models import EXPORT_FILE
+    from heal.models import export_file
     from heal.store import atomic_write_jsonl, read_jsonl
 
     student = _perturbed_copy(smollm2.hf, tmp_path / "ckpt")
@@ -159,7 +165,7 @@ def test_run_eval_on_llamacpp_exports_each_student_once(tmp_path, smollm2):
                              "eval.data": {"source": str(tmp_path / "test.jsonl")}})
     logs = []
     run_eval(cfg, models={"m": str(student)}, progress=False, log=logs.append)
-    assert (student / EXPORT_FILE).exists() and sum("exported" in m for m in logs) == 1
+    assert (student / export_file("f16")).exists() and sum("exported" in m for m in logs) == 1
     recs = list(read_jsonl(tmp_path / "run" / "eval" / "evals.jsonl"))
     assert sorted(r["model"] for r in recs) == ["m", "teacher"] and all(r["n_tokens"] <= 8 for r in recs)
     assert json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())["models"]["m"]["n"] == 1

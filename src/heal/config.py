@@ -449,9 +449,14 @@ class EvalConfig(_Strict):
                                    description="Student generation: prompts per call (as teacher.batch_size).")
     engine: Literal["hf", "vllm", "llamacpp"] = Field(
         "hf", description="Engine for the students (the teacher uses teacher.engine); vllm batches continuously "
-                          "(docs/method.md, Evaluation); llamacpp (CPU machines) runs each student as an F16 GGUF "
-                          "written once into its weights folder (heal.models.export_gguf, the student alias's GGUF "
-                          "giving tokenizer and metadata).")
+                          "(docs/method.md, Evaluation); llamacpp (CPU machines) runs each student as a GGUF "
+                          "(eval.gguf_type) written once into its weights folder (heal.models.export_gguf, the "
+                          "student alias's GGUF giving tokenizer and metadata).")
+    gguf_type: Literal["f16", "q8_0"] = Field(
+        "f16", description="engine llamacpp: the type a student's weights are exported as (norms and biases stay "
+                           "F32); q8_0 halves the bytes and decodes faster on CPU, f16 stays closer to the trained "
+                           "weights. Like the engine, not part of an answer's key: records made under one are "
+                           "reused under the other.")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="engine vllm: passed to vllm.LLM "
                                                                           "(max_model_len, ...); engine llamacpp: "
                                                                           "n_ctx, threads, parallel.")

@@ -534,13 +534,13 @@ def trained_models(run_dir: Path) -> dict[str, str]:
 
 
 def student_weights(cfg: RunConfig, path: str, log=print) -> str:
-    """What eval.engine loads for a student: its weights folder; with llamacpp, the folder once an F16
-    GGUF of it is written there (heal.models.export_gguf; the student alias's GGUF gives tokenizer and
-    metadata). The untrained student (an alias) is exported from its transformers folder too, so that
-    every student runs at the same precision."""
+    """What eval.engine loads for a student: its weights folder; with llamacpp, a GGUF of them written
+    once into that folder (heal.models.export_gguf at eval.gguf_type; the student alias's GGUF gives
+    tokenizer and metadata). The untrained student (an alias) is exported from its transformers
+    folder too, so that every student runs at the same precision."""
     if cfg.eval.engine != "llamacpp":
         return path
-    from heal.models import EXPORT_FILE, export_gguf, resolve
+    from heal.models import export_file, export_gguf, resolve
 
     hf = resolve(path).hf
     reference = resolve(cfg.train.student).gguf
@@ -548,9 +548,10 @@ def student_weights(cfg: RunConfig, path: str, log=print) -> str:
         raise ValueError(f"eval.engine llamacpp: {path if hf is None else cfg.train.student} has no "
                          f"{'transformers folder' if hf is None else 'GGUF'} (use a student alias from "
                          "`heal models list` or a folder holding its .gguf); or set eval.engine to hf or vllm")
-    if not (Path(hf) / EXPORT_FILE).exists():
-        export_gguf(hf, reference, log=log)
-    return hf
+    out = Path(hf) / export_file(cfg.eval.gguf_type)
+    if not out.exists():
+        export_gguf(hf, reference, out, log=log, gguf_type=cfg.eval.gguf_type)
+    return str(out)
 
 
 @writes_run("eval")

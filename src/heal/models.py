@@ -87,7 +87,8 @@ def resolve(name: str) -> ModelPaths:
         return ModelPaths(name=name, hf=str(d / "hf"), gguf=str(d / "model.gguf"))
     p = Path(name).expanduser()
     if p.is_file() and p.suffix == ".gguf":
-        return ModelPaths(name=name, hf=None, gguf=str(p))
+        # a GGUF inside a transformers folder (an exported student): that folder has its tokenizer
+        return ModelPaths(name=name, hf=str(p.parent) if (p.parent / "config.json").exists() else None, gguf=str(p))
     if p.is_dir():
         ggufs = sorted(p.glob("*.gguf"))
         return ModelPaths(name=name, hf=str(p), gguf=str(ggufs[0]) if ggufs else None)
@@ -199,7 +200,12 @@ def convert_gguf_to_hf(gguf: Path, out: Path, log=print) -> None:
 # projections, which llama.cpp stores with its rotary halves interleaved (the reverse of what
 # transformers' GGUF loader undoes when it reads them).
 EXPORT_ARCHS = ("llama", "qwen2", "qwen3")
-EXPORT_FILE = "model-f16.gguf"
+EXPORT_TYPES = ("f16", "q8_0")
+
+
+def export_file(gguf_type: str = "f16") -> str:
+    """The file export_gguf writes into a weights folder."""
+    return f"model-{gguf_type}.gguf"
 
 
 def _rope_permute(w, n_head: int):
@@ -207,18 +213,22 @@ def _rope_permute(w, n_head: int):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path | None = None, log=print) -> Path:
-    """Write a transformers model (a trained student) as an F16 GGUF that llama.cpp runs, taking the
+def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path | None = None, log=print,
+                gguf_type: str = "f16") -> Path:
+    """Write a transformers model (a trained student) as a GGUF that llama.cpp runs, taking the
     tokenizer, chat template and hyperparameters from `reference_gguf`: the GGUF the model was made
-    from (its alias's), so only the weights are new. 2-D tensors are stored as F16, norms and biases
-    as F32. Default `out`: HF_DIR/model-f16.gguf (resolve() then finds it in the folder). Every
-    tensor must match the reference's name and shape: another architecture or size is refused."""
+    from (its alias's), so only the weights are new. 2-D tensors are stored as `gguf_type` (f16, or
+    q8_0: 8-bit blocks of 32, half the bytes, faster on CPU), norms and biases as F32. Default `out`:
+    HF_DIR/model-<gguf_type>.gguf. Every tensor must match the reference's name and shape: another
+    architecture or size is refused."""
     import gguf
     import numpy as np
     import torch
     from safetensors import safe_open
 
-    hf_dir, out = Path(hf_dir), Path(out) if out is not None else Path(hf_dir) / EXPORT_FILE
+    if gguf_type not in EXPORT_TYPES:
+        raise ValueError(f"export_gguf: gguf_type {gguf_type!r}; use one of {', '.join(EXPORT_TYPES)}")
+    hf_dir, out = Path(hf_dir), Path(out) if out is not None else Path(hf_dir) / export_file(gguf_type)
     reader = gguf.GGUFReader(str(reference_gguf))
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     if arch not in EXPORT_ARCHS:
@@ -238,7 +248,7 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
         vtype = field.types[0]
         writer.add_key_value(field.name, field.contents(), vtype,
                              sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if gguf_type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     written = set()
     for shard in sorted(hf_dir.glob("*.safetensors")):
         with safe_open(str(shard), "pt") as f:
@@ -255,7 +265,13 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
                     raise ValueError(f"export_gguf: {key} has shape {list(w.shape)}, {reference_gguf} {name} "
                                      f"{expected[name]}: another model size")
                 arr = w.numpy()
-                writer.add_tensor(name, arr.astype(np.float16) if arr.ndim > 1 else arr)
+                if arr.ndim == 1:
+                    writer.add_tensor(name, arr)
+                elif gguf_type == "q8_0" and arr.shape[-1] % 32 == 0:  # Q8_0 blocks run along rows
+                    q8 = gguf.GGMLQuantizationType.Q8_0
+                    writer.add_tensor(name, gguf.quants.quantize(arr, q8), raw_dtype=q8)
+                else:
+                    writer.add_tensor(name, arr.astype(np.float16))
                 written.add(name)
     if missing := sorted(set(expected) - written):
         raise ValueError(f"export_gguf: {hf_dir} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
@@ -265,7 +281,7 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
     writer.write_tensors_to_file()
     writer.close()
     os.replace(out.with_suffix(".partial"), out)
-    log(f"exported {hf_dir} -> {out} ({out.stat().st_size / 2**20:.0f} MiB, F16)")
+    log(f"exported {hf_dir} -> {out} ({out.stat().st_size / 2**20:.0f} MiB, {gguf_type})")
     return out
 
 
