@@ -120,7 +120,7 @@ def check_llamacpp_memory(gguf_path: str, n_ctx: int, parallel: int = 1) -> None
     seqs = f"{n_ctx} x {1 + parallel} contexts (parallel={parallel} and the main one)" if parallel > 1 else str(n_ctx)
     check_kv_memory(kv + weights, f"llamacpp: n_ctx={seqs}: a KV cache of {kv / GiB:.1f} GiB (f16, {shape[0]} "
                     f"layers x {shape[1]} KV heads x {shape[2]}) + {weights / GiB:.1f} GiB of weights",
-                    "lower n_ctx or parallel (teacher.*, or eval.engine_args for students)", "cpu")
+                    "lower teacher.n_ctx or teacher.parallel (a student: n_ctx, parallel in eval.engine_args)", "cpu")
 
 
 class LlamaCppEngine:
