@@ -25,6 +25,7 @@ import numpy as np
 
 from heal.config import load_config
 from heal.entropy import step_spans_from_pieces, token_pieces
+from heal.evaluation import holm
 from heal.gear import run_repair, select_failed, step_texts, strip_stop
 from heal.runs import load_stage0
 from heal.stepcheck import check_steps
@@ -277,6 +278,12 @@ def stage_report():
                "main": {"locators": main_locs, "problems": len(main_pids),
                         "rows": table_for(main_locs + ["guided restarts", "plain sampling"], main_pids, rows, rng)}},
            "judge_margin_auroc_false_steps": judge_step_auroc(tok, recs["judge"], samples_by_key)}
+    # Holm over the locators' comparisons with entropy (the baselines are description, not tests)
+    compared = [loc for loc in main_locs if loc != "entropy"]
+    rows_main = out["tables"]["main"]["rows"]
+    # (a bootstrap p of 0 means < 1 / BOOT: adjusted as 1 / BOOT, an upper bound)
+    for loc, adj in zip(compared, holm([max(rows_main[loc]["diff_vs_entropy_p_bootstrap"], 1 / BOOT) for loc in compared])):
+        rows_main[loc]["diff_vs_entropy_p_holm"] = round(adj, 4)
     if "rollout" not in main_locs:
         out["tables"]["rollout"] = {"locators": ["entropy", "rollout"], "problems": len(roll_pids),
                                     "rows": table_for(["entropy", "rollout"], roll_pids, rows, rng)}
@@ -289,6 +296,11 @@ def stage_report():
 
 def _n_failed(samples, m):
     return len(select_failed(samples, m))
+
+
+def fmt_p(p: float | None) -> str:
+    """A bootstrap p-value as it can be read: 0 of BOOT resamples on the other side is p < 1 / BOOT."""
+    return "-" if p is None else (f"< {1 / BOOT:.4f}" if p == 0 else str(p))
 
 
 def markdown(out: dict) -> str:
@@ -308,12 +320,15 @@ def markdown(out: dict) -> str:
     for key, tab in out["tables"].items():
         lines += [f"## {titles[key]} ({tab['problems']} problems)", "",
                   "| source | continuations | answer-correct | verified | problems answer / verified | teacher tokens "
-                  "(locator gen / forced) | verified per 1k tokens [95% CI] | minus entropy [95% CI]; ratio [95% CI] | cuts "
+                  "(locator gen / forced) | verified per 1k tokens [95% CI] | minus entropy [95% CI]; ratio [95% CI]; "
+                  "paired bootstrap p (Holm over the locators) | cuts "
                   "keeping only correct steps | restarts |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for name, e in tab["rows"].items():
             ratio = (f"{e['diff_vs_entropy_per_1k']:+} [{e['diff_vs_entropy_ci95'][0]}, {e['diff_vs_entropy_ci95'][1]}]; "
-                     f"x{e['ratio_to_entropy']} [{e['ratio_to_entropy_ci95'][0]}, {e['ratio_to_entropy_ci95'][1]}]") \
+                     f"x{e['ratio_to_entropy']} [{e['ratio_to_entropy_ci95'][0]}, {e['ratio_to_entropy_ci95'][1]}]; "
+                     f"p {fmt_p(e['diff_vs_entropy_p_bootstrap'])}"
+                     + (f" (Holm {fmt_p(e['diff_vs_entropy_p_holm'])})" if "diff_vs_entropy_p_holm" in e else "")) \
                 if "diff_vs_entropy_per_1k" in e else "-"
             ci = e["verified_per_1k_tokens_ci95"] or [None, None]
             lines.append(f"| {name} | {e['continuations']} | {e['correct']} | {e['verified']} | "

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import heal
+from heal.evaluation import holm
 from heal.store import atomic_write_jsonl, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,16 +334,6 @@ def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator,
         signs = rng.choice([-1, 1], size=(boot, len(nz)))
         p_flip = float((1 + np.sum(np.abs(signs @ nz) >= abs(nz.sum()) - 1e-12)) / (boot + 1))
     return {"diff": mean, "se": se, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
-
-
-def holm(ps: list[float]) -> list[float]:
-    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order."""
-    order = np.argsort(ps)
-    adj, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        adj[i] = running
-    return adj
 
 
 def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0) -> dict:

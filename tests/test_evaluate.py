@@ -322,3 +322,11 @@ def test_tier_samples_set_the_tiers_and_never_score_the_teacher(tmp_path):
     assert [j for _, j in pending_jobs(cfg, "m", "x", problems, store)] == [0, 1]
     seeds = [eval_seed(0, "a", j) for j in (0, 1, "greedy", "tier0", "tier1")]
     assert len(set(seeds)) == 4 and seeds[3] == seeds[0] + 1000 and single_set(cfg).tier_samples == 4
+
+
+def test_holm_on_a_hand_computed_case():
+    from heal.evaluation import holm
+
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])

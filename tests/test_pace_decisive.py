@@ -19,12 +19,6 @@ def exp():
     return mod
 
 
-def test_holm_on_a_hand_computed_case(exp):
-    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, 2 * 0.03, max(0.06, 1 * 0.04)
-    assert exp.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert exp.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-
-
 def test_contrast_exact_sign_flip_and_bootstrap(exp):
     rng = np.random.default_rng(0)
     c = exp.contrast({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.0, "b": 0.0, "c": 0.0, "x": 1.0}, rng)

@@ -65,6 +65,17 @@ def paired_difference(a: dict[str, list[bool | None]], b: dict[str, list[bool | 
     return {"diff": float(np.mean(d)), "se": se, "problems": len(d)}
 
 
+def holm(ps: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order: for reporting
+    several contrasts at once."""
+    order = np.argsort(ps)
+    adj, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adj[i] = running
+    return adj
+
+
 def _mean_se(per: list[float]) -> tuple[float | None, float | None]:
     """Mean over problems and its standard error (std(ddof=1) / sqrt(P); None for one problem)."""
     if not per:
