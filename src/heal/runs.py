@@ -99,8 +99,7 @@ class Rate:
 
 def generate(engine, jobs: Iterable[Job], params: SamplingParams, build: Callable[[Job, list[Completion]], list[dict]],
              store: JsonlStore, *, n: int = 1, record_entropy: bool = False, chunk: int | None = None,
-             desc: str | None = None, unit: str = "rec", total: int | None = None, progress: bool = False,
-             bar=None) -> int:
+             desc: str | None = None, unit: str = "rec", total: int | None = None, progress: bool = False) -> int:
     """Generate n completions per job, in chunks of the engine's batch size (jobs of one chunk share
     sampling params), build each job's records and append them after every chunk. `jobs` may be a
     lazy iterator (GEAR plans a cut, with the engine, just before it generates). Returns how many
@@ -108,10 +107,8 @@ def generate(engine, jobs: Iterable[Job], params: SamplingParams, build: Callabl
 
     The progress bar advances by records, with rec/s and tok/s as its postfix. With `desc`, generate
     opens it (`total`: len(jobs) when jobs is a list; shown only if `progress`) and closes it however
-    the loop ends; a caller that owns a bar passes it as `bar` instead and closes it itself."""
-    own_bar = bar is None and desc is not None
-    if own_bar:
-        bar = progress_bar(total if total is not None else _len(jobs), 0, desc, unit, progress)
+    the loop ends; without, there is none."""
+    bar = progress_bar(total if total is not None else _len(jobs), 0, desc, unit, progress) if desc is not None else None
     chunk = chunk or max(1, getattr(engine, "batch_size", 1) or 1)
     rate, added = Rate(), 0
     try:
@@ -126,7 +123,7 @@ def generate(engine, jobs: Iterable[Job], params: SamplingParams, build: Callabl
                 bar.update(len(records))
                 bar.set_postfix_str(rate.add(comps, len(records)))
     finally:
-        if own_bar:
+        if bar is not None:
             bar.close()
     return added
 
