@@ -174,6 +174,28 @@ def test_llamacpp_parallel_sequences(llamacpp_parallel, llamacpp_smollm2, hf_smo
     assert full.token_ids[:cut] + cont.token_ids == full.token_ids
 
 
+def test_llamacpp_parallel_refills_free_slots(llamacpp_parallel, hf_smollm2):
+    """More jobs than slots: a slot whose sequence ends takes the next job (its own prompt cache
+    reused, another slot's copied, or a fresh prompt decoded). Every completion's recorded entropy
+    still matches the exact score of its own prompt + tokens, so no slot reads another's cache."""
+    tok = llamacpp_parallel.tokenizer
+    prompts = [chat_prompt_ids(tok, QUESTION), chat_prompt_ids(tok, "Name a prime number."),
+               chat_prompt_ids(tok, "Say hi.")]
+    out = llamacpp_parallel.generate(prompts, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=12),
+                                     n=3, seeds=[1, 5, 9])  # 9 jobs, 3 slots
+    assert [[c.seed for c in row] for row in out] == [[1, 2, 3], [5, 6, 7], [9, 10, 11]]
+    for row, prompt in zip(out, prompts):
+        for c in row:
+            assert 0 < len(c.token_ids) <= 12 and len(c.entropy) == len(c.token_ids)
+            exact = np.array(hf_smollm2.score(prompt, c.token_ids).entropy)
+            assert np.abs(np.array(c.entropy) - exact).mean() < 0.15
+    # The same job alone draws from the same per-job generator: its first token (decoded from the
+    # prompt alone in both runs) is the same.
+    [[alone]] = llamacpp_parallel.generate([prompts[2]], SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=1),
+                                           seeds=[11])
+    assert alone.token_ids == out[2][2].token_ids[:1]
+
+
 def test_make_engine_batch_size_default_and_override(tiny_model_dir):
     from heal.config import engine_config
     from heal.engines import make_engine

@@ -147,7 +147,10 @@ class LlamaCppEngine:
         self.n_ctx = self.context_length = n_ctx
         self.n_batch = n_batch
         self.parallel = max(1, parallel)
-        self.batch_size = self.parallel
+        # Prompts per generate() call: several slots' worth, so a slot freed by a short completion
+        # takes the next job instead of idling until its group's longest one ends. Stages append
+        # records after each call, so this is also what an interruption can lose.
+        self.batch_size = 4 * self.parallel if self.parallel > 1 else 1
         self._pctx = self._pbatch = None
         if self.parallel > 1:
             self._init_parallel(threads)
@@ -188,58 +191,86 @@ class LlamaCppEngine:
 
     def _generate_parallel(self, jobs: list[tuple[list[int], int]], params: SamplingParams, record_entropy: bool,
                            stop: set[int]) -> list[Completion]:
+        """Continuous batching: `parallel` slots decode together and a slot whose sequence ends takes
+        the next job at once, so a long completion never holds the others' slots idle (with static
+        groups the step count is the longest completion of each group). A job whose prompt another
+        slot already holds copies that slot's prompt cache instead of recomputing it."""
         import llama_cpp
 
-        llama_cpp.llama_memory_clear(self._pctx.memory, True)
-        first: list[np.ndarray] = []
-        for s, (prompt, _) in enumerate(jobs):
+        mem = self._pctx.memory
+        llama_cpp.llama_memory_clear(mem, True)
+        for prompt, _ in jobs:
             if len(prompt) >= self.n_ctx:
                 raise ContextError(f"prompt of {len(prompt)} tokens does not fit the context window n_ctx={self.n_ctx}")
-            src = next((t for t in range(s) if jobs[t][0] == prompt), None)
-            if src is not None:  # same prompt: share its KV cache instead of recomputing it
-                llama_cpp.llama_memory_seq_cp(self._pctx.memory, src, s, -1, -1)
-                first.append(first[src])
-                continue
-            for i in range(0, len(prompt), self.n_batch):
-                piece = prompt[i : i + self.n_batch]
-                last = i + len(piece) == len(prompt)
-                self._pdecode([(t, i + k, s, last and k == len(piece) - 1) for k, t in enumerate(piece)])
-            first.append(self._plogits(len(piece) - 1))
-        logits = list(first)
-        pos = [len(p) for p, _ in jobs]
         rngs = [np.random.default_rng(seed) for _, seed in jobs]
         budget = [min(params.max_new_tokens, self.n_ctx - len(p)) for p, _ in jobs]
         toks: list[list[int]] = [[] for _ in jobs]
         lps: list[list[float]] = [[] for _ in jobs]
         ents: list[list[float]] = [[] for _ in jobs]
         reason = ["length"] * len(jobs)
-        live = list(range(len(jobs)))
-        while live:
+        # Per slot: its job (None when free), the prompt its cache starts with and that prompt's
+        # last logits (kept after the job ends, for the next job with the same prompt), its position.
+        job: list[int | None] = [None] * self.parallel
+        held: list[list[int] | None] = [None] * self.parallel
+        held_logits: list[np.ndarray | None] = [None] * self.parallel
+        logits: list[np.ndarray | None] = [None] * self.parallel
+        pos = [0] * self.parallel
+        queue = iter(range(len(jobs)))
+
+        def start(s: int, j: int) -> None:
+            prompt = jobs[j][0]
+            src = s if held[s] == prompt else next((t for t in range(self.parallel) if held[t] == prompt), None)
+            if src == s:  # the slot's own cache starts with this prompt: drop what followed it
+                llama_cpp.llama_memory_seq_rm(mem, s, len(prompt), -1)
+            else:
+                llama_cpp.llama_memory_seq_rm(mem, s, -1, -1)
+                if src is not None:
+                    llama_cpp.llama_memory_seq_cp(mem, src, s, 0, len(prompt))
+                    held_logits[s] = held_logits[src]
+                else:
+                    for i in range(0, len(prompt), self.n_batch):
+                        piece = prompt[i : i + self.n_batch]
+                        last = i + len(piece) == len(prompt)
+                        self._pdecode([(t, i + k, s, last and k == len(piece) - 1) for k, t in enumerate(piece)])
+                    held_logits[s] = self._plogits(len(piece) - 1)
+                held[s] = prompt
+            job[s], logits[s], pos[s] = j, held_logits[s], len(prompt)
+
+        for s in range(self.parallel):
+            if (j := next(queue, None)) is not None:
+                start(s, j)
+        while any(j is not None for j in job):
             feed = []
-            for s in live:
-                tok = sample_token(logits[s], params, rngs[s])
-                if tok in stop:  # the turn ends here; the stop token is not part of the completion
-                    reason[s] = "stop"
+            for s, j in enumerate(job):
+                if j is None:
                     continue
-                if record_entropy:
-                    logp, h = step_stats(logits[s])
-                    lps[s].append(float(logp[tok]))
-                    ents[s].append(h)
-                toks[s].append(tok)
-                if len(toks[s]) < budget[s]:
+                tok = sample_token(logits[s], params, rngs[j])
+                ended = tok in stop
+                if ended:  # the turn ends here; the stop token is not part of the completion
+                    reason[j] = "stop"
+                else:
+                    if record_entropy:
+                        logp, h = step_stats(logits[s])
+                        lps[j].append(float(logp[tok]))
+                        ents[j].append(h)
+                    toks[j].append(tok)
+                    ended = len(toks[j]) >= budget[j]
+                if not ended:
                     feed.append((s, tok))
-            live = [s for s, _ in feed]
-            if not feed:
-                break
-            self._pdecode([(tok, pos[s], s, True) for s, tok in feed])
-            for i, (s, _) in enumerate(feed):
-                logits[s] = self._plogits(i)
-                pos[s] += 1
-        return [Completion(token_ids=toks[s], text=self.tokenizer.decode(toks[s], skip_special_tokens=True),
-                           finish_reason=reason[s], logprobs=lps[s] if record_entropy else None,
-                           entropy=ents[s] if record_entropy else None,
-                           entropy_kind="exact" if record_entropy else None, seed=jobs[s][1])
-                for s in range(len(jobs))]
+                elif (nxt := next(queue, None)) is not None:
+                    start(s, nxt)  # its first token is sampled in the next step, with the others'
+                else:
+                    job[s] = None
+            if feed:
+                self._pdecode([(tok, pos[s], s, True) for s, tok in feed])
+                for i, (s, _) in enumerate(feed):
+                    logits[s] = self._plogits(i)
+                    pos[s] += 1
+        return [Completion(token_ids=toks[j], text=self.tokenizer.decode(toks[j], skip_special_tokens=True),
+                           finish_reason=reason[j], logprobs=lps[j] if record_entropy else None,
+                           entropy=ents[j] if record_entropy else None,
+                           entropy_kind="exact" if record_entropy else None, seed=jobs[j][1])
+                for j in range(len(jobs))]
 
     # -- low level ------------------------------------------------------------------------------
     def _logits(self, i: int = -1) -> np.ndarray:
@@ -271,9 +302,7 @@ class LlamaCppEngine:
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         if self.parallel > 1:
             jobs = [([int(t) for t in p], seed + j) for p, seed in zip(prompts, seeds) for j in range(n)]
-            flat: list[Completion] = []
-            for start in range(0, len(jobs), self.parallel):
-                flat += self._generate_parallel(jobs[start : start + self.parallel], params, record_entropy, stop)
+            flat = self._generate_parallel(jobs, params, record_entropy, stop)
             return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
         out = []
         for prompt, base_seed in zip(prompts, seeds):
