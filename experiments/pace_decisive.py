@@ -12,6 +12,8 @@ docs/results/pace-decisive/PLAN.md. Only heal's public API.
     python experiments/pace_decisive.py eval          # every trained student on the test set
     python experiments/pace_decisive.py analyze       # the primary and secondary contrasts -> docs/results/
     python experiments/pace_decisive.py status        # where the run stands
+    python experiments/pace_decisive.py all           # every step in the plan's order, each resuming:
+                                                      # the one command to leave running (nohup ... &)
 """
 
 from __future__ import annotations
@@ -254,11 +256,11 @@ def step_student_pilot():
     print(json.dumps(out, indent=2))
 
 
-def step_train():
-    """Every student run of the plan (each resumes: finished stages are skipped)."""
+def step_train(runs: list[tuple[str, list[str]]] = RUNS):
+    """Every student run of the plan, or `runs` of it (each resumes: finished stages are skipped)."""
     if not (ROOT / config().output_dir / "scored.jsonl").exists():
         sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
-    for budget, methods in RUNS:
+    for budget, methods in runs:
         for seed in SEEDS:
             link_teacher_data(student_run(budget, seed))
             print(f"== {budget} budget, seed {seed}: {', '.join(methods)}")
@@ -376,22 +378,59 @@ def step_analyze():
     print(f"wrote {dest.relative_to(ROOT)}")
 
 
+def _lines(path: Path) -> int:
+    return sum(1 for _ in open(path)) if path.exists() else 0
+
+
 def step_status():
-    run = ROOT / config().output_dir
-    summary = run / "sample_summary.json"
-    samples = run / "samples.jsonl"
-    n = sum(1 for _ in open(samples)) if samples.exists() else 0
-    print(f"Stage 0: {n} of {360 * config().sample.k} samples")
-    if summary.exists():
-        print(summary.read_text())
+    """One line per step of the plan: done, how far, or not started."""
+    cfg = config()
+    run = ROOT / cfg.output_dir
+    print(f"stage0:        {_lines(run / 'samples.jsonl')} of {360 * cfg.sample.k} samples"
+          + (" (done)" if (run / "sample_summary.json").exists() else ""))
+    print(f"teacher-data:  {_lines(run / 'guided.jsonl')} answer-guided, {_lines(run / 'repairs.jsonl')} repairs, "
+          f"{_lines(run / 'scored.jsonl')} PURE-scored")
+    pilot = ROOT / PILOT_DIR / "pilot.json"
+    print(f"pilot:         {json.loads(pilot.read_text())['ood_family'] if pilot.exists() else 'not done'}"
+          f" ({_lines(ROOT / PILOT_DIR / 'samples.jsonl')} of {3 * 40 * 4} samples)")
+    print(f"testset:       {_lines(TEST_FILE)} problems")
+    evals = list(read_jsonl(run / "eval" / "evals.jsonl")) if (run / "eval" / "evals.jsonl").exists() else []
+    per_model: dict[str, int] = defaultdict(int)
+    for r in evals:
+        per_model[r["model"]] += 1
+    spilot = STUDENTS / "pilot.json"
+    print(f"student-pilot: {json.loads(spilot.read_text())['choice'] if spilot.exists() else 'not done'}")
+    done = student_models() if spilot.exists() else {}
+    print(f"train:         {len(done)} of {sum(len(m) for _, m in RUNS) * len(SEEDS)} students: {', '.join(done) or '-'}")
+    print("eval:          " + (", ".join(f"{m} {n}" for m, n in sorted(per_model.items())) or "-") + " records")
+
+
+def step_all():
+    """Every step in the plan's order; each resumes, so this is the command to restart after any
+    interruption. The primary contrast's students are evaluated before the others are trained."""
+    step_stage0()
+    step_teacher_data()
+    step_pilot()
+    step_teacher_eval()
+    if not (STUDENTS / "pilot.json").exists():
+        step_student_pilot()
+    step_train(RUNS[:1])
+    step_eval()
+    step_analyze()
+    step_train()
+    step_eval()
+    step_analyze()
 
 
 STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_data, "pilot": step_pilot,
          "testset": step_testset, "teacher-eval": step_teacher_eval,
          "student-pilot": step_student_pilot, "train": step_train, "eval": step_eval,
-         "analyze": step_analyze, "status": step_status}
+         "analyze": step_analyze, "status": step_status, "all": step_all}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in STEPS:
         sys.exit(f"usage: python experiments/pace_decisive.py {{{'|'.join(STEPS)}}}")
-    STEPS[sys.argv[1]]()
+    try:
+        STEPS[sys.argv[1]]()
+    except KeyboardInterrupt:  # every step appends its records as it goes: nothing finished is lost
+        sys.exit(f"interrupted; the records so far are kept: rerun `python experiments/pace_decisive.py {sys.argv[1]}`")
