@@ -3,6 +3,7 @@ and statistics on hand-computed inputs. The runs themselves are hours of teacher
 and are not repeated here."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,28 @@ def test_plan_steps_count_as_heal_does(exp):
     assert cfg.train.batch_size == 8
     assert sum(st["max_steps"] for st in stage_plan("heal_continuous", sizes, cfg)) == 50
     assert stage_plan("sft_rs", sizes, cfg)[0]["max_steps"] == 50
+
+
+@pytest.mark.slow
+def test_student_pilot_then_primary_runs_on_a_tiny_teacher_run(exp, tmp_path, tiny_model_dir, monkeypatch):
+    """The unattended chain (`all`) past the teacher: the student pilot times full fine-tuning and
+    LoRA and writes its choice; the primary runs then train per seed in run directories that link
+    the teacher's records (read only) and find each other's weights by name."""
+    from helpers import write_tiny_run
+
+    cfg_path = write_tiny_run(tmp_path, tiny_model_dir, train={"methods": ["sft_rs"]})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(exp, "ROOT", tmp_path)
+    monkeypatch.setattr(exp, "CONFIG", cfg_path)
+    monkeypatch.setattr(exp, "STUDENTS", tmp_path / "students")
+    monkeypatch.setattr(exp, "PILOT_STEPS", 3)
+    monkeypatch.setattr(exp, "LORA", {"r": 4, "alpha": 8, "target_modules": "all-linear", "merge": True})
+    exp.step_student_pilot()
+    pilot = json.loads((tmp_path / "students" / "pilot.json").read_text())
+    assert pilot["full"]["steps"] == pilot["lora"]["steps"] == 3 and pilot["choice"] in ("full", "lora")
+    assert pilot["full"]["projected_hours"] > 0 and pilot["full"]["plan_steps"]["per_seed"] > 0
+    exp.step_train(exp.RUNS[:1])
+    models = exp.student_models()
+    assert set(models) == {f"{m}.matched.s{s}" for m in ("sft_rs", "heal_continuous") for s in (0, 1)}
+    run = tmp_path / "students" / "matched-s0"
+    assert (run / "samples.jsonl").is_symlink() and not (tmp_path / "run" / "checkpoints").exists()
