@@ -191,13 +191,14 @@ def student_run(budget: str, seed: int) -> Path:
 
 
 def student_config(budget: str, seed: int):
-    """One student run's config: the yaml's, its seed and budget, and LoRA if the student pilot chose it."""
+    """One student run's config: the yaml's, its seed and budget, and the schedule the student pilot chose."""
     pilot = STUDENTS / "pilot.json"
     if not pilot.exists():
         sys.exit("no student pilot yet: run `python experiments/pace_decisive.py student-pilot` first")
-    lora = LORA if json.loads(pilot.read_text())["choice"] == "lora" else None
+    chosen = json.loads(pilot.read_text())
     return heal.load_config(CONFIG, {"output_dir": str(student_run(budget, seed).relative_to(ROOT)),
-                                     "train.seed": seed, "train.match_budget": budget == "matched", "train.lora": lora})
+                                     "train.seed": seed, "train.match_budget": budget == "matched",
+                                     **schedule(chosen["choice"], chosen["epochs"])})
 
 
 def link_teacher_data(run: Path) -> None:
@@ -209,7 +210,34 @@ def link_teacher_data(run: Path) -> None:
 
 
 PILOT_STEPS = 20
+TRAIN_HOURS = 45  # the plan's training budget: every run of both seeds
 LORA = {"r": 64, "alpha": 128, "target_modules": "all-linear", "merge": True}
+# LoRA's best learning rate is about 10x full fine-tuning's (Schulman et al. 2025, "LoRA Without
+# Regret"; TRL's guide of that name): the paper's 1e-5 would leave a LoRA student nearly untrained.
+LORA_LR = 1e-4
+
+
+def schedule(variant: str, epochs: float = 5.0) -> dict:
+    """The config overrides of a training variant at `epochs` per stage (and per one-stage run).
+    Full fine-tuning recomputes activations (its fp32 gradients and Adam state leave no room for
+    them in 24 GB); LoRA keeps them (faster) and trains at LORA_LR."""
+    out = {f"train.stages.{k}.epochs": epochs for k in ("I", "II", "III")} | {"train.single.epochs": epochs}
+    if variant == "full":
+        return out | {"train.lora": None, "train.gradient_checkpointing": True}
+    lrs = {f"train.stages.{k}.learning_rate": LORA_LR for k in ("I", "II", "III")} | {"train.single.learning_rate": LORA_LR}
+    return out | lrs | {"train.lora": LORA, "train.gradient_checkpointing": False}
+
+
+def choose_schedule(seconds_per_step: dict[str, float], sizes: dict[str, int], batch: int) -> dict:
+    """The plan's rule: full fine-tuning at 5 epochs a stage if every run of both seeds fits in
+    TRAIN_HOURS; else LoRA at the most epochs (5, 4, 3, 2) that fits; else LoRA at 1 epoch."""
+    def hours(variant: str, epochs: int) -> float:
+        return seconds_per_step[variant] * plan_steps(sizes, batch, epochs)["per_seed"] * len(SEEDS) / 3600
+
+    if hours("full", 5) < TRAIN_HOURS:
+        return {"choice": "full", "epochs": 5, "projected_hours": hours("full", 5)}
+    epochs = next((e for e in (5, 4, 3, 2) if hours("lora", e) < TRAIN_HOURS), 1)
+    return {"choice": "lora", "epochs": epochs, "projected_hours": hours("lora", epochs)}
 
 
 def plan_steps(sizes: dict[str, int], batch: int, epochs: float = 5.0) -> dict[str, int]:
@@ -225,33 +253,31 @@ def plan_steps(sizes: dict[str, int], batch: int, epochs: float = 5.0) -> dict[s
 
 
 def step_student_pilot():
-    """PILOT_STEPS optimizer steps of sft_rs with full fine-tuning and with LoRA (the plan's r = 64),
-    alone on the machine; the plan's total projected from each; the rule: full fine-tuning if its
-    projected training time is under 45 hours, else LoRA. Writes STUDENTS/pilot.json."""
+    """PILOT_STEPS optimizer steps of sft_rs with full fine-tuning and with LoRA (each as the plan would
+    train it), alone on the machine; the plan's training time projected from each; choose_schedule's
+    rule picks the variant and the epochs per stage. Writes STUDENTS/pilot.json."""
     from heal.pace import build_data
 
     if not (ROOT / config().output_dir / "scored.jsonl").exists():
         sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
-    out = {}
-    for variant, lora in (("full", None), ("lora", LORA)):
+    out, per_step = {}, {}
+    for variant in ("full", "lora"):
         run = STUDENTS / f"pilot-{variant}"
         link_teacher_data(run)
-        cfg = heal.load_config(CONFIG, {"output_dir": str(run.relative_to(ROOT)), "train.lora": lora,
-                                        "train.match_budget": False})
+        over = {"output_dir": str(run.relative_to(ROOT)), "train.match_budget": False, **schedule(variant)}
+        cfg = heal.load_config(CONFIG, over)
         sizes = build_data(cfg, print)
         batches = int(np.ceil(sizes["D1"] / cfg.train.batch_size))
         # ceil(epochs * batches) optimizer steps: just under PILOT_STEPS / batches epochs gives PILOT_STEPS
-        epochs = (PILOT_STEPS - 0.5) / batches
-        heal.train(heal.load_config(CONFIG, {"output_dir": str(run.relative_to(ROOT)), "train.lora": lora,
-                                             "train.match_budget": False, "train.single.epochs": epochs}),
+        heal.train(heal.load_config(CONFIG, over | {"train.single.epochs": (PILOT_STEPS - 0.5) / batches}),
                    methods=["sft_rs"])
         meta = json.loads((run / "checkpoints" / "sft_rs" / "stage-single" / "heal_stage.json").read_text())
-        per_step = meta["train_runtime_s"] / meta["steps"]
-        steps = plan_steps(sizes, cfg.train.batch_size)
-        out[variant] = {"steps": meta["steps"], "seconds_per_step": per_step, "plan_steps": steps,
-                        "projected_hours": per_step * steps["per_seed"] * len(SEEDS) / 3600}
-    out["choice"] = "full" if out["full"]["projected_hours"] < 45 else "lora"
-    out["rule"] = "full fine-tuning if its projected training time (both seeds, every run of the plan) < 45 h"
+        per_step[variant] = meta["train_runtime_s"] / meta["steps"]
+        out[variant] = {"steps": meta["steps"], "seconds_per_step": per_step[variant],
+                        "plan_steps_at_5_epochs": plan_steps(sizes, cfg.train.batch_size)}
+    out |= choose_schedule(per_step, sizes, cfg.train.batch_size)
+    out["rule"] = (f"full fine-tuning at 5 epochs a stage if every run of both seeds projects under {TRAIN_HOURS} h; "
+                   "else LoRA at the most epochs (5, 4, 3, 2) under it; else LoRA at 1")
     (STUDENTS / "pilot.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 

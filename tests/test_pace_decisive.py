@@ -111,9 +111,28 @@ def test_student_pilot_then_primary_runs_on_a_tiny_teacher_run(exp, tmp_path, ti
     exp.step_student_pilot()
     pilot = json.loads((tmp_path / "students" / "pilot.json").read_text())
     assert pilot["full"]["steps"] == pilot["lora"]["steps"] == 3 and pilot["choice"] in ("full", "lora")
-    assert pilot["full"]["projected_hours"] > 0 and pilot["full"]["plan_steps"]["per_seed"] > 0
+    assert pilot["projected_hours"] > 0 and pilot["full"]["plan_steps_at_5_epochs"]["per_seed"] > 0
+    assert pilot["epochs"] in (1, 2, 3, 4, 5)
     exp.step_train(exp.RUNS[:1])
     models = exp.student_models()
     assert set(models) == {f"{m}.matched.s{s}" for m in ("sft_rs", "heal_continuous") for s in (0, 1)}
     run = tmp_path / "students" / "matched-s0"
+    cfg = exp.student_config("matched", 0)  # the pilot's schedule reaches every run
+    assert cfg.train.stages["I"].epochs == pilot["epochs"] and (cfg.train.lora is not None) == (pilot["choice"] == "lora")
     assert (run / "samples.jsonl").is_symlink() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_choose_schedule_prefers_full_then_the_most_lora_epochs_that_fit(exp):
+    sizes = {"D1": 240, "D2": 40, "D3": 40}  # 30, 35, 40 batches of 8: H = 525 steps at 5 epochs
+    per_seed = exp.plan_steps(sizes, 8)["per_seed"]
+    fits = exp.TRAIN_HOURS * 3600 / (per_seed * len(exp.SEEDS))  # seconds per step that just fit at 5 epochs
+    assert exp.choose_schedule({"full": fits * 0.9, "lora": 1.0}, sizes, 8)["choice"] == "full"
+    c = exp.choose_schedule({"full": fits * 2, "lora": fits * 0.9}, sizes, 8)
+    assert (c["choice"], c["epochs"]) == ("lora", 5)
+    c = exp.choose_schedule({"full": fits * 9, "lora": fits * 2.2}, sizes, 8)  # 2 epochs: 0.4 of the steps
+    assert (c["choice"], c["epochs"]) == ("lora", 2) and c["projected_hours"] < exp.TRAIN_HOURS
+    assert exp.choose_schedule({"full": fits * 90, "lora": fits * 50}, sizes, 8)["epochs"] == 1
+    lora = exp.schedule("lora", 2)
+    assert lora["train.stages.III.epochs"] == lora["train.single.epochs"] == 2
+    assert lora["train.single.learning_rate"] == exp.LORA_LR and lora["train.gradient_checkpointing"] is False
+    assert exp.schedule("full")["train.lora"] is None
