@@ -348,10 +348,12 @@ def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator,
     d = np.asarray([a[p] - b[p] for p in pids])
     n = len(d)
     if n < 2:
-        return {"diff": float(d.mean()) if n else None, "se": None, "problems": n, "p_bootstrap": None, "p_sign_flip": None}
+        return {"diff": float(d.mean()) if n else None, "se": None, "ci95": None, "problems": n, "p_bootstrap": None,
+                "p_sign_flip": None}
     mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
     means = d[rng.integers(n, size=(boot, n))].mean(axis=1)
     p_boot = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    ci95 = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
     nz = d[d != 0]
     if len(nz) == 0:
         p_flip = 1.0
@@ -361,7 +363,7 @@ def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator,
     else:
         signs = rng.choice([-1, 1], size=(boot, len(nz)))
         p_flip = float((1 + np.sum(np.abs(signs @ nz) >= abs(nz.sum()) - 1e-12)) / (boot + 1))
-    return {"diff": mean, "se": se, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
+    return {"diff": mean, "se": se, "ci95": ci95, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
 
 
 def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0) -> dict:
@@ -369,8 +371,16 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
     their sign-flip p-values, each also per split."""
     rng = np.random.default_rng(seed)
     pp = per_problem(evals, n_samples)
-    out = {"n_samples": n_samples, "models": {name: {"mean": float(np.mean(list(v.values()))), "problems": len(v)}
-                                              for name, v in sorted(pp.items())}}
+
+    def mean_se(values: list[float]) -> dict:
+        v = np.asarray(values)
+        return {"mean": float(v.mean()) if len(v) else None,
+                "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None, "problems": len(v)}
+
+    out = {"n_samples": n_samples,
+           "models": {name: mean_se(list(v.values())) | {"per_split": {
+               s: mean_se([x for p, x in v.items() if splits.get(p) == s]) for s in sorted(set(splits.values()))}}
+               for name, v in sorted(pp.items())}}
 
     def one(a: str, b: str) -> dict:
         if a not in pp or b not in pp:
@@ -392,16 +402,93 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
     return out
 
 
+def _f(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _p(x) -> str:
+    """A p-value: a bootstrap share of 0 is below one in BOOT, not zero."""
+    return "-" if x is None else (f"< {1 / BOOT:g}" if x < 1 / BOOT else f"{x:.4f}")
+
+
+def analysis_markdown(out: dict) -> str:
+    """The analysis as tables: every model per split, then the contrasts. Nothing is bolded: the
+    reader compares the p-values (Holm-adjusted for the secondary contrasts) with alpha 0.05."""
+    splits = sorted({s for m in out["models"].values() for s in m["per_split"]})
+    n = out["n_samples"]
+    lines = [f"avg@{n} per model: per problem the mean over its {n} samples and the training seeds, then the mean "
+             "over problems, ± its SE over problems.", "",
+             "| model | all | " + " | ".join(splits) + " |", "|---" * (2 + len(splits)) + "|"]
+    for name, m in out["models"].items():
+        cells = [f"{_f(m['mean'])} ± {_f(m['se'])} ({m['problems']})"]
+        cells += [f"{_f(m['per_split'][s]['mean'])} ± {_f(m['per_split'][s]['se'])}" for s in splits]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
+              "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
+              "Holm-adjusted over the four.", "",
+              "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
+              + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
+    for c in [out["primary"] | {"role": "primary"}] + [c | {"role": "secondary"} for c in out["secondary"]]:
+        if "missing" in c:
+            lines.append(f"| {c['contrast']} ({c['role']}) | not yet: no records of {', '.join(c['missing'])} |"
+                         + " |" * (5 + len(splits)))
+            continue
+        ci = "-" if c["ci95"] is None else f"[{_f(c['ci95'][0])}, {_f(c['ci95'][1])}]"
+        lines.append(f"| {c['contrast']} ({c['role']}) | {_f(c['diff'])} | {_f(c['se'])} | {ci} | "
+                     f"{_p(c['p_bootstrap'])} | {_p(c['p_sign_flip'])} | {_p(c.get('p_holm'))} | "
+                     + " | ".join(_f(c["per_split"][s]["diff"]) for s in splits) + " |")
+    p = out["primary"]
+    if p.get("se") is not None:
+        lines += ["", f"Primary contrast {'decided' if p['decided'] else 'not decided'}: SE {_f(p['se'])} "
+                      f"({'<=' if p['decided'] else '>'} 0.025)."]
+    return "\n".join(lines) + "\n"
+
+
+def contrast_plot(out: dict, path: Path) -> None:
+    """Every contrast's difference with its bootstrap 95% interval, over all problems and per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in [out["primary"]] + out["secondary"] if "missing" not in c and c.get("ci95")]
+    splits = sorted({s for c in rows for s in c["per_split"]})
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.9 * max(1, len(rows))))
+    for i, c in enumerate(rows):
+        y = len(rows) - 1 - i
+        for k, (label, r) in enumerate([("all", c)] + [(s, c["per_split"][s]) for s in splits]):
+            if r.get("ci95") is None:
+                continue
+            off = 0.15 * (k - len(splits) / 2)
+            ax.errorbar(r["diff"], y + off, xerr=[[r["diff"] - r["ci95"][0]], [r["ci95"][1] - r["diff"]]],
+                        fmt="o" if k == 0 else ".", color=f"C{k}", ms=6 if k == 0 else 4,
+                        label=label if i == 0 else None, alpha=1 if k == 0 else 0.7)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_yticks(range(len(rows)), [c["contrast"] for c in reversed(rows)], fontsize=7)
+    ax.set_xlabel(f"difference in avg@{out['n_samples']} (bootstrap 95% interval)")
+    if rows:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_title("PACE decisive run: contrasts (first row: primary)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+RESULTS = ROOT / "docs" / "results" / "pace-decisive"
+
+
 def step_analyze():
+    """analysis.json, analysis.md and contrasts.png in docs/results/pace-decisive/, from the records."""
     cfg = config()
     run = ROOT / cfg.output_dir
     evals = list(read_jsonl(run / "eval" / "evals.jsonl"))
     splits = {r["id"]: split_of(r["id"]) for r in read_jsonl(run / "eval" / "problems.jsonl")}
     out = analyze(evals, cfg.eval.n_samples, splits)
-    dest = ROOT / "docs" / "results" / "pace-decisive" / "analysis.json"
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["primary"], indent=2))
-    print(f"wrote {dest.relative_to(ROOT)}")
+    (RESULTS / "analysis.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "analysis.md").write_text(analysis_markdown(out))
+    contrast_plot(out, RESULTS / "contrasts.png")
+    print(analysis_markdown(out))
+    print(f"wrote {', '.join(str((RESULTS / f).relative_to(ROOT)) for f in ('analysis.json', 'analysis.md', 'contrasts.png'))}")
 
 
 def _lines(path: Path) -> int:

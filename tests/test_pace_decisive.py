@@ -62,6 +62,23 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert p["diff"] == pytest.approx(0.75 - 0.5) and p["decided"] is (p["se"] <= 0.025)
     assert set(p["per_split"]) == {"in_dist", "ood"} and p["per_split"]["ood"]["diff"] == 1.0
     assert all("missing" in c for c in out["secondary"])  # no star/heal/paper runs in these records
+    lo, hi = p["ci95"]
+    assert lo <= p["diff"] <= hi
+    m = out["models"]["sft_rs.matched"]
+    assert m["mean"] == 0.5 and m["per_split"]["in_dist"]["mean"] == 1.0 and m["per_split"]["ood"]["mean"] == 0.0
+    md = exp.analysis_markdown(out)
+    assert "| heal_continuous.matched - sft_rs.matched (primary) | 0.250 |" in md
+    assert "not yet: no records of star.matched" in md and "**" not in md
+    assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
+
+
+def test_contrast_plot_writes_a_png(exp, tmp_path):
+    evals = [{"model": f"{m}.matched.s{seed}", "problem_id": f"t{i}@{s}", "sample": 0, "correct": (i + len(m)) % 3 == 0}
+             for m in ("heal_continuous", "sft_rs", "star") for seed in (0, 1) for i in range(12) for s in ("ood", "harder")]
+    splits = {f"t{i}@{s}": s for i in range(12) for s in ("ood", "harder")}
+    out = exp.analyze(evals, 1, splits)
+    exp.contrast_plot(out, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_test_set_blocks_never_share_a_reasoning_gym_seed(exp):
