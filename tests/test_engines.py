@@ -194,6 +194,9 @@ def test_llamacpp_parallel_refills_free_slots(llamacpp_parallel, hf_smollm2):
     [[alone]] = llamacpp_parallel.generate([prompts[2]], SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=1),
                                            seeds=[11])
     assert alone.token_ids == out[2][2].token_ids[:1]
+    # No tokens to generate: nothing sampled, as on the single stream.
+    [[none]] = llamacpp_parallel.generate([prompts[0]], SamplingParams(max_new_tokens=0))
+    assert none.token_ids == [] and none.finish_reason == "length"
 
 
 def test_make_engine_batch_size_default_and_override(tiny_model_dir):

@@ -200,6 +200,8 @@ class LlamaCppEngine:
         mem = self._pctx.memory
         llama_cpp.llama_memory_clear(mem, True)
         for prompt, _ in jobs:
+            if not prompt:
+                raise ContextError("an empty prompt (no token ids) cannot be decoded")
             if len(prompt) >= self.n_ctx:
                 raise ContextError(f"prompt of {len(prompt)} tokens does not fit the context window n_ctx={self.n_ctx}")
         rngs = [np.random.default_rng(seed) for _, seed in jobs]
@@ -215,7 +217,7 @@ class LlamaCppEngine:
         held_logits: list[np.ndarray | None] = [None] * self.parallel
         logits: list[np.ndarray | None] = [None] * self.parallel
         pos = [0] * self.parallel
-        queue = iter(range(len(jobs)))
+        queue = iter([j for j in range(len(jobs)) if budget[j] > 0])  # max_new_tokens 0: nothing to sample
 
         def start(s: int, j: int) -> None:
             prompt = jobs[j][0]
