@@ -219,9 +219,16 @@ class LlamaCppEngine:
         pos = [0] * self.parallel
         queue = iter([j for j in range(len(jobs)) if budget[j] > 0])  # max_new_tokens 0: nothing to sample
 
+        # A recurrent or hybrid model's memory is a state at the sequence's end, not cells per
+        # position: a prompt cannot be cut out of a slot that has moved on, so it is decoded afresh.
+        model = self.llm._model.model
+        reuse = not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
+
         def start(s: int, j: int) -> None:
             prompt = jobs[j][0]
             src = s if held[s] == prompt else next((t for t in range(self.parallel) if held[t] == prompt), None)
+            if not reuse:
+                src = None
             if src == s:  # the slot's own cache starts with this prompt: drop what followed it
                 llama_cpp.llama_memory_seq_rm(mem, s, len(prompt), -1)
             else:
