@@ -286,3 +286,31 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path, tiny_model
     said = []
     train_stage(tiny_model_dir, rows, out, cfg, stage | {"fingerprint": "f2"}, seed=0, log=said.append)
     assert not any(s.startswith("resuming") for s in said)
+
+
+def test_continuous_curriculum_under_lora_trains_one_adapter_across_stages(tmp_path, tiny_model_dir):
+    """heal_continuous with LoRA: each stage goes on training the previous stage's adapter on the same
+    base weights, with its optimizer state, and saves merged weights for eval; merging twice (an
+    adapter on already-merged weights) would double the update."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from heal.pace import ADAPTER_DIR, OPTIMIZER_FILE, run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {
+        "methods": ["heal_continuous"], "lora": {"r": 4, "alpha": 8}}))
+    run_train(cfg, log=lambda *a: None)
+    ckpt = Path(cfg.output_dir) / "checkpoints" / "heal_continuous"
+    stages = [json.loads((ckpt / f"stage-{s}" / "heal_stage.json").read_text()) for s in ("I", "II", "III")]
+    assert [s.get("optimizer_carried") for s in stages] == [False, True, True]
+    assert {s["lora_base"] for s in stages} == {stages[0]["init"]}  # every adapter sits on the student itself
+    assert [(ckpt / f"stage-{s}" / ADAPTER_DIR).exists() for s in ("I", "II", "III")] == [True, True, False]
+    state = torch.load(ckpt / "stage-II" / OPTIMIZER_FILE, weights_only=True)["state"]
+    assert {int(v["step"]) for v in state.values()} == {1 + 2}  # Adam's step count went on from stage I
+    # Stage II's merged weights are the student + stage II's adapter (not stage I's merge + more).
+    base = AutoModelForCausalLM.from_pretrained(stages[0]["init"], dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(ckpt / "stage-II" / ADAPTER_DIR)).merge_and_unload().state_dict()
+    saved = AutoModelForCausalLM.from_pretrained(ckpt / "stage-II", dtype=torch.float32).state_dict()
+    assert all(torch.allclose(merged[k], saved[k], atol=1e-6) for k in saved)
+    student = AutoModelForCausalLM.from_pretrained(stages[0]["init"], dtype=torch.float32).state_dict()
+    assert any(not torch.allclose(student[k], saved[k]) for k in saved)  # and it did train

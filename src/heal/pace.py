@@ -51,6 +51,10 @@ METHODS: dict[str, list[list[str]]] = {
 # schedule at its first step and starts from stage k-1's optimizer state (OPTIMIZER_FILE).
 CONTINUOUS = {"heal_continuous"}
 OPTIMIZER_FILE = "optimizer.pt"
+# Under LoRA a continuous stage also keeps its adapter unmerged (ADAPTER_DIR, beside the merged
+# weights that eval reads): the next stage trains the same adapter on the same base weights
+# (heal_stage.json's "lora_base"), so its optimizer state still matches its parameters.
+ADAPTER_DIR = "adapter"
 
 
 def _example(problem: dict, completion_ids: list[int], text: str, source: str, key: str,
@@ -182,13 +186,25 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         tok.pad_token = tok.eos_token
     # fp32 master weights always; bf16/fp16 only as autocast (half-precision weights would round
     # away updates at lr 1e-5).
-    model = AutoModelForCausalLM.from_pretrained(init_model, dtype=torch.float32)
-    peft_config = None
-    if tc.lora:
-        from peft import LoraConfig
+    schedule = stage.get("schedule") or {}
+    peft_config, lora_base = None, init_model
+    if tc.lora and schedule.get("offset"):  # a continuous stage after the first: the previous adapter goes on
+        from peft import PeftModel
 
-        peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
-                                 target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+        adapter = Path(init_model) / ADAPTER_DIR
+        if not adapter.exists():
+            raise FileNotFoundError(f"{adapter}: the previous stage's LoRA adapter, which a continuous stage goes "
+                                    f"on training, is missing (delete {adapter.parent} to retrain it)")
+        lora_base = json.loads((Path(init_model) / "heal_stage.json").read_text())["lora_base"]
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lora_base, dtype=torch.float32),
+                                          str(adapter), is_trainable=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(init_model, dtype=torch.float32)
+        if tc.lora:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                                     target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
     from transformers.trainer_utils import get_last_checkpoint
 
     state = PartialState()  # one process, or one of several under `accelerate launch`
@@ -218,9 +234,12 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          processing_class=tok, peft_config=peft_config)
     carried = None
-    if stage.get("schedule"):
-        carried = continue_curriculum(trainer, init_model, stage["schedule"], log)
+    if schedule:
+        carried = continue_curriculum(trainer, init_model, schedule)
     result = trainer.train(resume_from_checkpoint=resume)
+    if tc.lora and schedule.get("save_optimizer") and state.is_main_process:
+        # before merging, which folds the adapter into the base weights in place
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp / ADAPTER_DIR)
     if tc.lora and tc.lora.merge:
         if state.is_main_process:
             trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(tmp)
@@ -237,10 +256,12 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
             # wall seconds of this process's training (a resumed stage: its last part only): what a
             # budget is planned from
             "train_runtime_s": result.metrics.get("train_runtime")}
+    if tc.lora:
+        meta["lora_base"] = lora_base  # the weights this stage's adapter sits on
     if carried is not None:
         meta["optimizer_carried"] = carried
     if state.is_main_process:
-        if stage.get("schedule", {}).get("save_optimizer") and not tc.lora:  # the next stage goes on from it
+        if schedule.get("save_optimizer"):  # the next stage goes on from it
             torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         for ckpt in tmp.glob("checkpoint-*"):  # mid-stage checkpoints: not part of the stage's result
             shutil.rmtree(ckpt)
@@ -274,20 +295,19 @@ def curriculum_schedule(name: str, optimizer, warmup: int, total: int, offset: i
     return LambdaLR(optimizer, lambda step: shape(step + offset))
 
 
-def continue_curriculum(trainer, init_model: str, schedule: dict, log=print) -> bool:
+def continue_curriculum(trainer, init_model: str, schedule: dict) -> bool:
     """Give a continuous method's stage its optimizer and schedule before training: the previous
     stage's optimizer state (Adam's moments and step count, from init_model/OPTIMIZER_FILE) and the
     curriculum's schedule from step schedule["offset"] on. Returns whether optimizer state was
-    carried (not for the first stage, nor under LoRA, whose adapters are new in every stage)."""
+    carried (not for the first stage). Under LoRA the parameters are the previous stage's adapter
+    (train_stage loads it), so its state fits them as full fine-tuning's fits the whole model."""
     import torch
 
     optimizer = trainer.create_optimizer()  # transformers' own parameter groups (decay / no decay)
     carried = False
     if schedule["offset"] > 0:
         saved = Path(init_model) / OPTIMIZER_FILE
-        if getattr(trainer.model, "peft_config", None):
-            log(f"LoRA: new adapters in every stage, so {saved.parent.name}'s optimizer state is not carried")
-        elif not saved.exists():
+        if not saved.exists():
             raise FileNotFoundError(f"{saved}: the previous stage's optimizer state, which a continuous "
                                     f"stage goes on from, is missing (delete {saved.parent} to retrain it)")
         else:
