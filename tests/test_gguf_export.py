@@ -49,8 +49,11 @@ def test_exported_llama_student_matches_transformers(tmp_path, smollm2):
     from heal.models import export_file, export_gguf, resolve
 
     student = _perturbed_copy(smollm2.hf, tmp_path / "ckpt")
+    stale = student / f"{export_file('f16')}.999999999.partial"  # an export that died (no such process)
+    stale.write_bytes(b"half a file")
     out = export_gguf(student, smollm2.gguf, log=lambda *a: None)
-    assert out == student / export_file("f16")
+    assert out == student / export_file("f16") and not stale.exists()
+    assert not list(student.glob("*.partial"))
     assert resolve(str(out)).hf == str(student)  # a GGUF in a transformers folder takes its tokenizer
     ids = AutoTokenizer.from_pretrained(student)("Compute 12 + 7, then double it:")["input_ids"]
     hf, cpp = _logits_hf(student, ids), _logits_llamacpp(out, ids)

@@ -490,7 +490,9 @@ def teacher_tiers(cfg: RunConfig, teacher_recs: list[dict]) -> dict[str, str]:
     thresholds (corner_max_correct, a count out of Stage 0's K, scaled to the n samples used here)."""
     tiers = {}
     for pid, cs in _correct_by_problem(teacher_recs).items():
-        corner_max = round(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
+        # corner: a pass rate of at most corner_max_correct / K, i.e. at most floor(that x n) of n
+        # (round() would round 0.5 down and 1.5 up: 1 of 8 -> 0 of 4 but 3 of 8 -> 2 of 4)
+        corner_max = math.floor(cfg.sample.corner_max_correct * len(cs) / cfg.sample.k)
         tiers[pid] = tier_of(sum(c is True for c in cs), len(cs), cfg.sample.solved_min_pass, corner_max)
     return tiers
 

@@ -123,7 +123,7 @@ def repair_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
     hint_ids = lambda text: text_ids(engine.tokenizer, text)  # noqa: E731
     reflection = hint_ids(g.reflection)
 
-    def jobs():  # planned one at a time, just before its continuations (rollout/judge use the engine)
+    def jobs():  # planned lazily, a chunk just before its continuations (rollout/judge use the engine)
         for it in items:
             prob, s = it["problem"], it["source"]
             traj, ent = strip_stop(s["token_ids"], s.get("entropy"), stop)
@@ -196,8 +196,10 @@ def repair_work(cfg: RunConfig, engine, items: list[dict], stores: dict[str, Jso
         return records
 
     with Verifier(cfg.verify.method, cfg.verify.timeout_s) as verifier:
-        # one source a call: its N continuations are one batch, as the paper's N samples of one prompt
-        generate(engine, jobs(), params, build, stores[STORE], n=g.continuations, chunk=1,
+        # whole sources a call (a source's N continuations share its prompt cache), as many as fill
+        # the engine's batch: one source alone left half of llama.cpp's 8 slots idle
+        chunk = max(1, (getattr(engine, "batch_size", 1) or 1) // g.continuations)
+        generate(engine, jobs(), params, build, stores[STORE], n=g.continuations, chunk=chunk,
                  desc="repair", unit="cont", total=len(items) * g.continuations, progress=progress)
 
 

@@ -240,7 +240,13 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], n_blocks)
     expected = {t.name: [int(d) for d in reversed(t.shape)] for t in reader.tensors}  # ggml lists dims fastest-first
 
-    writer = gguf.GGUFWriter(str(out.with_suffix(".partial")), arch)
+    # a name of this process's own: two exporting the same folder never write into one file; the
+    # leftovers of exports that died (their process is gone) are removed
+    for stale in out.parent.glob(f"{out.name}.*.partial"):
+        if not _alive(int(stale.name.split(".")[-2])):
+            stale.unlink(missing_ok=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    writer = gguf.GGUFWriter(str(partial), arch)
     skip = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE, gguf.Keys.General.QUANTIZATION_VERSION}
     for field in reader.fields.values():
         if field.name in skip or field.name.startswith("GGUF."):
@@ -271,7 +277,11 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
                     q8 = gguf.GGMLQuantizationType.Q8_0
                     writer.add_tensor(name, gguf.quants.quantize(arr, q8), raw_dtype=q8)
                 else:
-                    writer.add_tensor(name, arr.astype(np.float16))
+                    half = arr.astype(np.float16)
+                    if not np.isfinite(half).all():  # beyond float16's 65504: the exported model would differ
+                        raise ValueError(f"export_gguf: {hf_dir}: {name} has values float16 cannot hold; "
+                                         "use eval.engine hf")
+                    writer.add_tensor(name, half)
                 written.add(name)
     if missing := sorted(set(expected) - written):
         raise ValueError(f"export_gguf: {hf_dir} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
@@ -280,9 +290,19 @@ def export_gguf(hf_dir: str | Path, reference_gguf: str | Path, out: str | Path 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    os.replace(out.with_suffix(".partial"), out)
+    os.replace(partial, out)
     log(f"exported {hf_dir} -> {out} ({out.stat().st_size / 2**20:.0f} MiB, {gguf_type})")
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def prepare(name: str, log=print) -> ModelPaths:
