@@ -232,7 +232,7 @@ def test_output_settings_leave_out_the_neutral_fields():
     assert set(C.VLLMConfig.model_fields) - set(output_settings(C.VLLMConfig())) == \
         {"batch_size", "tensor_parallel_size", "data_parallel_size"}
     assert set(C.TrainConfig.model_fields) - set(output_settings(C.TrainConfig())) == \
-        {"methods", "progress", "gradient_checkpointing", "save_steps"}
+        {"methods", "progress", "gradient_checkpointing", "save_steps", "keep_stage_weights"}
     assert set(C.EvalConfig.model_fields) - set(output_settings(C.EvalConfig())) == {"batch_size"}
     assert output_settings(C.VerifyConfig()) == {"method": "math_verify"}  # a timeout is not a setting of answers
     for cls in (C.PromptConfig, C.SamplingConfig):  # every field of these is pinned
@@ -285,7 +285,8 @@ def test_check_settings_falls_back_to_an_old_runs_config_echo(tmp_path):
 
 def _old_fingerprint(tokenized, stage, init, prev, train) -> str:
     """pace.run_train's fingerprint as it was written before output_settings (commit 479ca0a)."""
-    exclude = {"methods", "progress", "gradient_checkpointing", "save_steps"}
+    exclude = {"methods", "progress", "gradient_checkpointing", "save_steps",
+               "keep_stage_weights"}  # added later (output-neutral): not in the old dump either
     train_keys = train.model_dump(mode="json", exclude=exclude | ({"max_per_problem"} if train.max_per_problem is None
                                                                   else set()))
     return hashlib.sha256(json.dumps([tokenized, stage, init, prev, train_keys], sort_keys=True)

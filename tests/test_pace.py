@@ -181,6 +181,32 @@ def test_pace_stages_chain_weights_and_accumulate_data(tmp_path, tiny_model_dir)
     assert (run / "checkpoints" / "heal" / "stage-III" / "DONE").stat().st_mtime == mtime
 
 
+def test_pruned_stages_keep_their_record_and_are_retrained_only_when_needed(tmp_path, tiny_model_dir):
+    """train.keep_stage_weights: false deletes heal's stage I and II weights once stage III is done;
+    a rerun skips all three, and a stage III that must train again first retrains what it starts from."""
+    from heal.pace import PRUNED, run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {"methods": ["heal"], "keep_stage_weights": False}))
+    run_train(cfg, log=lambda *a: None)
+    heal_dir = Path(cfg.output_dir) / "checkpoints" / "heal"
+    for s in ("I", "II"):
+        assert sorted(p.name for p in (heal_dir / f"stage-{s}").iterdir()) == ["DONE", PRUNED, "heal_stage.json"]
+    assert (heal_dir / "stage-III" / "model.safetensors").exists()
+    said = []
+    run_train(cfg, log=said.append)
+    assert [m for m in said if m.startswith("heal stage")] == [f"heal stage {s}: done, skipping" for s in ("I", "II", "III")]
+    (heal_dir / "stage-III" / "DONE").unlink()  # stage III interrupted: it needs stage II's weights, II needs I's
+    said = []
+    run_train(cfg, log=said.append)
+    assert [m for m in said if "were pruned" in m] == [
+        f"heal stage-{s}: its weights were pruned (train.keep_stage_weights: false) and the next stage needs "
+        "them: training it again" for s in ("II", "I")]
+    assert sum(m.startswith("trained ") for m in said) == 3
+    for s in ("I", "II"):  # pruned again once stage III is done
+        assert (heal_dir / f"stage-{s}" / PRUNED).exists() and not (heal_dir / f"stage-{s}" / "model.safetensors").exists()
+    assert (heal_dir / "stage-III" / "DONE").exists()
+
+
 def test_continuous_curriculum_carries_optimizer_and_one_schedule(tmp_path, tiny_model_dir):
     """heal_continuous: heal's stages, but its learning rates are those of one run of the same length
     (heal_no_curriculum's, step for step) and Adam's state goes on from stage to stage."""

@@ -393,6 +393,12 @@ class TrainConfig(_Strict):
         description="Save a resumable checkpoint (weights, optimizer, scheduler, RNG) every this many optimizer "
                     "steps inside a stage (None: only finished stages survive an interrupt). The next run with the "
                     "same stage fingerprint resumes from the latest one.")
+    keep_stage_weights: bool = Field(
+        True, json_schema_extra=NEUTRAL,
+        description="Keep every stage's weights. False: once a multi-stage method's last stage is done, the weights "
+                    "of its earlier stages are deleted (their heal_stage.json, with the loss curve, stays; a stage's fp32 "
+                    "weights take 4 bytes a parameter). A later stage that must "
+                    "train again then retrains the pruned stages it starts from.")
     lora: LoraConfig | None = Field(None, description="LoRA settings (None: full fine-tuning).")
     device: str = Field("cpu", description="Where the student trains (under accelerate: its device per process).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Autocast dtype; master weights "

@@ -277,6 +277,38 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     return meta
 
 
+PRUNED = "PRUNED"  # a finished stage whose weights were deleted (train.keep_stage_weights: false)
+
+
+def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print) -> int:
+    """The index of a method's first stage that must train, from its stages' (folder, fingerprint):
+    the first one not finished with this fingerprint, moved back over finished stages whose weights
+    were pruned (the stage it starts from must have weights). len(stages) when all are done."""
+    def finished(out: Path, fingerprint: str) -> bool:
+        return (out / "DONE").exists() and json.loads((out / "heal_stage.json").read_text()).get("fingerprint") == fingerprint
+
+    start = next((i for i, (out, fp) in enumerate(stages) if not finished(out, fp)), len(stages))
+    if start < len(stages) and (stages[start][0] / "DONE").exists():
+        log(f"{method} stage {stages[start][0].name.removeprefix('stage-')}: its data or settings changed, "
+            "training it again")
+    while 0 < start < len(stages) and (stages[start - 1][0] / PRUNED).exists():
+        start -= 1
+        log(f"{method} {stages[start][0].name}: its weights were pruned (train.keep_stage_weights: false) and "
+            "the next stage needs them: training it again")
+    return start
+
+
+def prune_stage(out: Path) -> None:
+    """Delete a finished stage's weights (and its LoRA adapter / optimizer state), keeping its record:
+    heal_stage.json (loss and learning-rate curves, for the report) and DONE."""
+    for path in out.iterdir():
+        if path.name in ("heal_stage.json", "DONE", PRUNED):
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (out / PRUNED).write_text("weights deleted once the method's last stage was done (train.keep_stage_weights: "
+                              "false)\n")
+
+
 def curriculum_schedule(name: str, optimizer, warmup: int, total: int, offset: int):
     """transformers' schedule `name` (cosine, linear, ...) laid over the whole curriculum of `total`
     steps with `warmup` steps of warm-up, entered at step `offset`: the stages of a continuous method
@@ -411,7 +443,10 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
     final = run_dir / "checkpoints" / "final.json"
     results = {}
     for method in methods:
-        init, prev = student, None  # prev: the fingerprint of the stage this one starts from
+        # Every stage's inputs first: its examples and fingerprint (what it is trained from: a finished
+        # stage whose inputs changed, new data, a new PURE threshold, other hyper-parameters, is
+        # trained again, never silently reused).
+        stages, init, prev = [], student, None  # prev: the fingerprint of the stage this one starts from
         for i, stage in enumerate(stage_plan(method, sizes, cfg)):
             out = run_dir / "checkpoints" / method / f"stage-{stage['name']}"
             rows = [ex for name in stage["data"] for ex in data[name]]
@@ -420,22 +455,23 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             random.Random(cfg.train.seed + i).shuffle(rows)
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length,
                                              teacher_format, student_format)
-            # What this stage is trained from: a finished stage whose inputs changed (new data, a new
-            # PURE threshold, other hyper-parameters) is trained again, never silently reused.
             fingerprint = stage_fingerprint(tokenized, stage, init, prev, cfg.train)
-            done = out / "DONE"
-            if done.exists():
-                meta = json.loads((out / "heal_stage.json").read_text())
-                if meta.get("fingerprint") == fingerprint:
-                    log(f"{method} stage {stage['name']}: done, skipping")
-                    init, prev = str(out), fingerprint
-                    continue
-                log(f"{method} stage {stage['name']}: its data or settings changed, training it again")
+            stages.append((stage, out, tokenized, init, fingerprint))
+            init, prev = str(out), fingerprint
+        start = first_stage_to_train(method, [(out, fp) for _, out, _, _, fp in stages], log)
+        for i, (stage, out, tokenized, init, fingerprint) in enumerate(stages):
+            if i < start:
+                log(f"{method} stage {stage['name']}: done, skipping")
+                continue
+            if (out / "DONE").exists():
                 state.wait_for_everyone()  # every process has read DONE before it goes
                 if state.is_main_process:
-                    done.unlink()
+                    (out / "DONE").unlink()
             train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
-            init, prev = str(out), fingerprint
+        init = str(stages[-1][1])
+        if not cfg.train.keep_stage_weights and state.is_main_process:
+            for _, out, _, _, _ in stages[:-1]:
+                prune_stage(out)
         results[method] = init
         if state.is_main_process:  # each method as it finishes (the report lists finished methods)
             # Relative to the run directory, so `heal eval` finds the weights from any working directory
