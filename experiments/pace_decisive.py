@@ -18,8 +18,10 @@ docs/results/pace-decisive/PLAN.md. Only heal's public API.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -516,6 +518,8 @@ def step_status():
     done = student_models() if spilot.exists() else {}
     print(f"train:         {len(done)} of {sum(len(m) for _, m in RUNS) * len(SEEDS)} students: {', '.join(done) or '-'}")
     print("eval:          " + (", ".join(f"{m} {n}" for m, n in sorted(per_model.items())) or "-") + " records")
+    # the plan needs about 45 GB for the students' weights and GGUFs (PLAN.md, "Disk")
+    print(f"disk:          {shutil.disk_usage(ROOT).free / 1e9:.0f} GB free")
 
 
 def step_all():
@@ -540,11 +544,20 @@ STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_
          "student-pilot": step_student_pilot, "train": step_train, "eval": step_eval,
          "analyze": step_analyze, "status": step_status, "all": step_all}
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in STEPS:
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in STEPS:
         sys.exit(f"usage: python experiments/pace_decisive.py {{{'|'.join(STEPS)}}}")
     os.chdir(ROOT)  # the yaml's paths (output_dir, data sources) are relative to the repository
     try:
-        STEPS[sys.argv[1]]()
+        STEPS[argv[0]]()
     except KeyboardInterrupt:  # every step appends its records as it goes: nothing finished is lost
-        sys.exit(f"interrupted; the records so far are kept: rerun `python experiments/pace_decisive.py {sys.argv[1]}`")
+        sys.exit(f"interrupted; the records so far are kept: rerun `python experiments/pace_decisive.py {argv[0]}`")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        sys.exit(f"no space left on the device ({e.filename or e}): free some space (`df -h {ROOT}`) and rerun "
+                 f"`python experiments/pace_decisive.py {argv[0]}`; the records so far are kept")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -153,3 +153,27 @@ def test_choose_schedule_prefers_full_then_the_most_lora_epochs_that_fit(exp):
     assert lora["train.stages.III.epochs"] == lora["train.single.epochs"] == 2
     assert lora["train.single.learning_rate"] == exp.LORA_LR and lora["train.gradient_checkpointing"] is False
     assert exp.schedule("full")["train.lora"] is None
+
+
+def test_a_full_disk_or_ctrl_c_ends_the_run_with_one_line(exp, monkeypatch):
+    import errno
+
+    monkeypatch.chdir(Path.cwd())  # main() moves to the repository root; put the test's cwd back after
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", "experiments/runs/x/samples.jsonl")
+
+    monkeypatch.setitem(exp.STEPS, "stage0", full)
+    with pytest.raises(SystemExit, match=r"^no space left on the device \(experiments/runs/x/samples.jsonl\): free "
+                                         r"some space .* rerun `python experiments/pace_decisive.py stage0`"):
+        exp.main(["stage0"])
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(exp.STEPS, "train", interrupted)
+    with pytest.raises(SystemExit, match=r"^interrupted; the records so far are kept: rerun `python "
+                                         r"experiments/pace_decisive.py train`"):
+        exp.main(["train"])
+    with pytest.raises(SystemExit, match="^usage: "):
+        exp.main(["nonsense"])
