@@ -368,9 +368,12 @@ def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator,
     return {"diff": mean, "se": se, "ci95": ci95, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
 
 
-def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0) -> dict:
+def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0,
+            tiers: dict[str, str] | None = None) -> dict:
     """The plan's contrasts: the primary (decided when its SE <= 0.025), the secondary with Holm over
-    their sign-flip p-values, each also per split."""
+    their sign-flip p-values, each also per split; every model's avg@n per split and per test tier
+    (`tiers`: problem -> the teacher's tier from its own tier samples) as description."""
+    tiers = tiers or {}
     rng = np.random.default_rng(seed)
     pp = per_problem(evals, n_samples)
 
@@ -379,9 +382,12 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
         return {"mean": float(v.mean()) if len(v) else None,
                 "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None, "problems": len(v)}
 
-    out = {"n_samples": n_samples,
-           "models": {name: mean_se(list(v.values())) | {"per_split": {
-               s: mean_se([x for p, x in v.items() if splits.get(p) == s]) for s in sorted(set(splits.values()))}}
+    tier_names = [t for t in ("solved", "hard", "corner") if t in set(tiers.values())]
+    out = {"n_samples": n_samples, "tiers": {t: sum(v == t for v in tiers.values()) for t in tier_names},
+           "models": {name: mean_se(list(v.values())) | {
+               "per_split": {s: mean_se([x for p, x in v.items() if splits.get(p) == s])
+                             for s in sorted(set(splits.values()))},
+               "per_tier": {t: mean_se([x for p, x in v.items() if tiers.get(p) == t]) for t in tier_names}}
                for name, v in sorted(pp.items())}}
 
     def one(a: str, b: str) -> dict:
@@ -425,6 +431,14 @@ def analysis_markdown(out: dict) -> str:
         cells = [f"{_f(m['mean'])} ± {_f(m['se'])} ({m['problems']})"]
         cells += [f"{_f(m['per_split'][s]['mean'])} ± {_f(m['per_split'][s]['se'])}" for s in splits]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    tier_names = list(out.get("tiers") or {})
+    if tier_names:
+        lines += ["", f"avg@{n} per test tier (the teacher's pass rate over its own tier samples, not the ones that "
+                      "score it; " + ", ".join(f"{t} {k} problems" for t, k in out["tiers"].items()) + "):", "",
+                  "| model | " + " | ".join(tier_names) + " |", "|---" * (1 + len(tier_names)) + "|"]
+        for name, m in out["models"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{_f(m['per_tier'][t]['mean'])} ± {_f(m['per_tier'][t]['se'])}"
+                                                     for t in tier_names) + " |")
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
               "Holm-adjusted over the four.", "",
@@ -481,11 +495,19 @@ RESULTS = ROOT / "docs" / "results" / "pace-decisive"
 
 def step_analyze():
     """analysis.json, analysis.md and contrasts.png in docs/results/pace-decisive/, from the records."""
+    from heal.evaluation import model_tag, teacher_tiers
+    from heal.records import tier_index
+
     cfg = config()
     run = ROOT / cfg.output_dir
-    evals = list(read_jsonl(run / "eval" / "evals.jsonl"))
+    # Only the records of each model's current weights (a retrained student's old records stay in the
+    # store, under their own tag).
+    tags = {"teacher": "teacher", "base": "base"} | {name: model_tag(path) for name, path in student_models().items()}
+    records = [r for r in read_jsonl(run / "eval" / "evals.jsonl") if r.get("tag") == tags.get(r["model"])]
     splits = {r["id"]: split_of(r["id"]) for r in read_jsonl(run / "eval" / "problems.jsonl")}
-    out = analyze(evals, cfg.eval.n_samples, splits)
+    tier_recs = [r for r in records if r["model"] == "teacher" and tier_index(r["sample"]) is not None
+                 and tier_index(r["sample"]) < cfg.eval.tier_samples]
+    out = analyze(records, cfg.eval.n_samples, splits, tiers=teacher_tiers(cfg, tier_recs))
     (RESULTS / "analysis.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "analysis.md").write_text(analysis_markdown(out))
     contrast_plot(out, RESULTS / "contrasts.png")

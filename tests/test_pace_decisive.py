@@ -56,7 +56,8 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
                               "correct": i % 4 != 0})
                 evals.append({"model": f"sft_rs.matched.s{seed}", "problem_id": pid, "sample": j, "correct": i % 2 == 0})
     splits = {f"t{i}@{s}": s for i in range(40) for s in ("ood", "in_dist")}
-    out = exp.analyze(evals, 2, {p: exp.split_of(p) for p in splits})
+    tiers = {f"t{i}@{'ood' if i % 2 else 'in_dist'}": "corner" if i < 10 else "solved" for i in range(40)}
+    out = exp.analyze(evals, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)
     p = out["primary"]
     assert p["contrast"] == "heal_continuous.matched - sft_rs.matched" and p["problems"] == 40
     assert p["diff"] == pytest.approx(0.75 - 0.5) and p["decided"] is (p["se"] <= 0.025)
@@ -66,7 +67,11 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert lo <= p["diff"] <= hi
     m = out["models"]["sft_rs.matched"]
     assert m["mean"] == 0.5 and m["per_split"]["in_dist"]["mean"] == 1.0 and m["per_split"]["ood"]["mean"] == 0.0
+    assert out["tiers"] == {"solved": 30, "corner": 10}
+    # corner: t0..t9, sft_rs right on the even ones (5 of 10); heal_continuous wrong on t0, t4, t8
+    assert m["per_tier"]["corner"]["mean"] == 0.5 and out["models"]["heal_continuous.matched"]["per_tier"]["corner"]["mean"] == 0.7
     md = exp.analysis_markdown(out)
+    assert "solved 30 problems, corner 10 problems" in md and "| sft_rs.matched | 0.500 ± " in md
     assert "| heal_continuous.matched - sft_rs.matched (primary) | 0.250 |" in md
     assert "not yet: no records of star.matched" in md and "**" not in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
@@ -177,3 +182,43 @@ def test_a_full_disk_or_ctrl_c_ends_the_run_with_one_line(exp, monkeypatch):
         exp.main(["train"])
     with pytest.raises(SystemExit, match="^usage: "):
         exp.main(["nonsense"])
+
+
+def test_step_analyze_reads_only_current_weights_records_and_tiers_from_tier_samples(exp, tmp_path, monkeypatch):
+    """step_analyze on a hand-made eval store: a retrained student's old records (another tag) are
+    left out, and the tiers come from the teacher's tier samples, not from the samples that score it."""
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(f"output_dir: {run}\nsample: {{k: 4}}\neval: {{n_samples: 2, tier_samples: 2, greedy: false}}\n")
+    weights = {}
+    for name in ("heal_continuous.matched.s0", "sft_rs.matched.s0"):
+        weights[name] = tmp_path / name
+        weights[name].mkdir()
+        (weights[name] / "heal_stage.json").write_text(json.dumps({"fingerprint": f"fp-{name[:3]}"}))
+    pids = [f"q{i}@{'harder' if i % 2 else 'in_dist'}" for i in range(6)]
+    rows = []
+    for i, pid in enumerate(pids):
+        for j in range(2):
+            rows.append({"model": "teacher", "tag": "teacher", "problem_id": pid, "sample": j, "correct": False})
+            rows.append({"model": "teacher", "tag": "teacher", "problem_id": pid, "sample": f"tier{j}",
+                         "correct": i < 3})  # q0-q2 solved by the tier samples, q3-q5 corner
+            rows.append({"model": "sft_rs.matched.s0", "tag": "fp-sft", "problem_id": pid, "sample": j, "correct": False})
+            rows.append({"model": "heal_continuous.matched.s0", "tag": "fp-hea", "problem_id": pid, "sample": j,
+                         "correct": True})
+            rows.append({"model": "heal_continuous.matched.s0", "tag": "old", "problem_id": pid, "sample": j,
+                         "correct": False})  # records of weights retrained since
+    (run / "eval" / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "eval" / "problems.jsonl").write_text("".join(json.dumps({"id": p}) + "\n" for p in pids))
+    monkeypatch.setattr(exp, "CONFIG", cfg_path)
+    monkeypatch.setattr(exp, "ROOT", tmp_path)
+    monkeypatch.setattr(exp, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(exp, "student_models", lambda: {k: str(v) for k, v in weights.items()})
+    (tmp_path / "results").mkdir()
+    exp.step_analyze()
+    out = json.loads((tmp_path / "results" / "analysis.json").read_text())
+    assert out["tiers"] == {"solved": 3, "corner": 3}
+    assert out["models"]["heal_continuous.matched"]["mean"] == 1.0  # the "old" records left out
+    assert out["models"]["teacher"]["per_tier"]["solved"]["mean"] == 0.0  # scored samples, not the tier ones
+    assert out["primary"]["diff"] == 1.0 and out["primary"]["problems"] == 6
+    assert (tmp_path / "results" / "contrasts.png").stat().st_size > 0
