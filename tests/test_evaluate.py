@@ -275,6 +275,8 @@ def test_multiple_choice_answers_are_neither_verified_nor_unverified():
     sampled = {"g1": [True, False], "m1": [True, True]}
     m = model_summary(rs, sampled, {}, frozenset({"g1"}))
     assert m["verified_share_of_correct"] == 0.5  # m1's two correct answers, one verified; g1's not counted
+    greedy = rec("m1", "greedy", True, True)  # the greedy pass is not a sample: its answer counts for "greedy" only
+    assert model_summary(rs + [greedy], sampled, {}, frozenset({"g1"}))["verified_share_of_correct"] == 0.5
     only_choice = model_summary(rs[:2], {"g1": [True, False]}, {}, frozenset({"g1"}))
     assert only_choice["verified_share_of_correct"] is None
     from heal.records import EVAL, check

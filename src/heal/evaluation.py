@@ -502,8 +502,9 @@ def model_summary(rs: list[dict], sampled: dict[str, list[bool | None]], tiers: 
     """One model's entry of a summary, from its records `rs` (sampled and greedy) of one benchmark."""
     texts = [r for r in rs if r["sample"] != "greedy"]
     greedy = [r for r in rs if r["sample"] == "greedy"]
-    # the step checker's share, over the correct answers it applies to (none on multiple choice)
-    correct = [r for r in rs if r["correct"] is True and r.get("derivation_ok") is not None]
+    # the step checker's share, over the correct sampled answers it applies to (none on multiple
+    # choice); not the greedy one, which only the teacher may have, so that models compare
+    correct = [r for r in texts if r["correct"] is True and r.get("derivation_ok") is not None]
     m = pass_at_1(sampled)
     m["greedy"] = float(np.mean([r["correct"] is True for r in greedy])) if greedy else None
     m["per_tier"] = {t: pass_at_1({p: c for p, c in sampled.items() if tiers.get(p) == t})
