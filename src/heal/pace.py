@@ -468,16 +468,16 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
                 if state.is_main_process:
                     (out / "DONE").unlink()
             train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
-        init = str(stages[-1][1])
+        last = str(stages[-1][1])  # the method's weights: its last stage's
         if not cfg.train.keep_stage_weights and state.is_main_process:
             for _, out, _, _, _ in stages[:-1]:
                 prune_stage(out)
-        results[method] = init
+        results[method] = last
         if state.is_main_process:  # each method as it finishes (the report lists finished methods)
             # Relative to the run directory, so `heal eval` finds the weights from any working directory
             # and a run directory can be moved (evaluate.trained_models resolves them).
             merged = {**(json.loads(final.read_text()) if final.exists() else {}),
-                      method: os.path.relpath(init, run_dir)}
+                      method: os.path.relpath(last, run_dir)}
             atomic_write_text(final, json.dumps(merged, indent=2) + "\n")
     state.wait_for_everyone()
     return results
