@@ -527,6 +527,11 @@ def step_status():
           + (" (done)" if (run / "sample_summary.json").exists() else ""))
     print(f"teacher-data:  {_lines(run / 'guided.jsonl')} answer-guided, {_lines(run / 'repairs.jsonl')} repairs, "
           f"{_lines(run / 'scored.jsonl')} PURE-scored")
+    if (run / "scored.jsonl").exists():  # the plan's target: at least 80 accepted repairs
+        accepted = [r for r in read_jsonl(run / "scored.jsonl") if r["accepted"]]
+        for kind in ("repair", "guided"):
+            mine = [r for r in accepted if r["kind"] == kind]
+            print(f"  PURE accepts {len(mine)} {kind} records on {len({r['problem_id'] for r in mine})} problems")
     pilot = ROOT / PILOT_DIR / "pilot.json"
     print(f"pilot:         {json.loads(pilot.read_text())['ood_family'] if pilot.exists() else 'not done'}"
           f" ({_lines(ROOT / PILOT_DIR / 'samples.jsonl')} of {3 * 40 * 4} samples)")
