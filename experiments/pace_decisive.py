@@ -258,7 +258,7 @@ def step_student_pilot():
     """PILOT_STEPS optimizer steps of sft_rs with full fine-tuning and with LoRA (each as the plan would
     train it), alone on the machine; the plan's training time projected from each; choose_schedule's
     rule picks the variant and the epochs per stage. Writes STUDENTS/pilot.json."""
-    from heal.pace import build_data
+    from heal.pace import PRUNED, build_data, prune_stage
 
     if not (ROOT / config().output_dir / "scored.jsonl").exists():
         sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
@@ -273,10 +273,15 @@ def step_student_pilot():
         # ceil(epochs * batches) optimizer steps: just under PILOT_STEPS / batches epochs gives PILOT_STEPS
         heal.train(heal.load_config(CONFIG, over | {"train.single.epochs": (PILOT_STEPS - 0.5) / batches}),
                    methods=["sft_rs"])
-        meta = json.loads((run / "checkpoints" / "sft_rs" / "stage-single" / "heal_stage.json").read_text())
-        per_step[variant] = meta["train_runtime_s"] / meta["steps"]
-        out[variant] = {"steps": meta["steps"], "seconds_per_step": per_step[variant],
+        stage = run / "checkpoints" / "sft_rs" / "stage-single"
+        meta = json.loads((stage / "heal_stage.json").read_text())
+        # a pilot resumed from a checkpoint timed only the steps after it (steps_run of them)
+        per_step[variant] = meta["train_runtime_s"] / meta.get("steps_run", meta["steps"])
+        out[variant] = {"steps": meta["steps"], "timed_steps": meta.get("steps_run", meta["steps"]),
+                        "seconds_per_step": per_step[variant],
                         "plan_steps_at_5_epochs": plan_steps(sizes, cfg.train.batch_size)}
+        if (stage / "DONE").exists() and not (stage / PRUNED).exists():
+            prune_stage(stage)  # 2.5 GB of weights nothing reads (the plan's disk budget leaves them out)
     out |= choose_schedule(per_step, sizes, cfg.train.batch_size)
     out["rule"] = (f"full fine-tuning at 5 epochs a stage if every run of both seeds projects under {TRAIN_HOURS} h; "
                    "else LoRA at the most epochs (5, 4, 3, 2) under it; else LoRA at 1")
@@ -342,6 +347,46 @@ def per_problem(evals: list[dict], n_samples: int) -> dict[str, dict[str, float]
     return out
 
 
+def describe(evals: list[dict], n_samples: int, splits: dict[str, str]) -> dict[str, dict[str, dict]]:
+    """The plan's descriptive metrics per "<method>.<budget>" and split ("all" and each split): maj@n and
+    pass@n (unbiased) per problem and seed, then averaged over seeds per problem and over problems;
+    mean tokens and truncation rate over samples; verified share: the correct samples whose derivation
+    the step checker accepts. Problems lacking a seed's records are left out, as in per_problem."""
+    from heal.evaluation import majority_correct, pass_at_k_estimate
+
+    cells: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in evals:
+        if isinstance(r["sample"], int) and r["sample"] < n_samples:
+            parts = r["model"].split(".")
+            name, seed = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (r["model"], "-")
+            cells[name][r["problem_id"]][seed].append(r)
+    out: dict[str, dict[str, dict]] = {}
+    for name, by_problem in sorted(cells.items()):
+        seeds = {s for per in by_problem.values() for s in per}
+        by_problem = {p: per for p, per in by_problem.items() if set(per) == seeds}
+        out[name] = {}
+        for split in ["all"] + sorted(set(splits.values())):
+            mine = {p: per for p, per in by_problem.items() if split == "all" or splits.get(p) == split}
+            recs = [r for per in mine.values() for rs in per.values() for r in rs]
+            if not recs:
+                continue
+            maj, pas = [], []
+            for per in mine.values():
+                runs = [sorted(rs, key=lambda r: r["sample"]) for rs in per.values()]
+                maj.append(np.mean([majority_correct([(r.get("pred"), r["correct"]) for r in rs]) for rs in runs]))
+                if all(len(rs) == n_samples for rs in runs):  # pass@n of a problem still being sampled: unknown
+                    pas.append(np.mean([pass_at_k_estimate(n_samples, sum(r["correct"] is True for r in rs), n_samples)
+                                        for rs in runs]))
+            correct = [r for r in recs if r["correct"] is True]
+            out[name][split] = {
+                "problems": len(mine), f"maj@{n_samples}": float(np.mean(maj)), f"pass@{n_samples}": float(np.mean(pas)) if pas else None,
+                "mean_tokens": float(np.mean([r["n_tokens"] for r in recs])),
+                "truncation_rate": float(np.mean([bool(r.get("truncated")) for r in recs])),
+                "verified_share_of_correct": (float(np.mean([bool(r.get("derivation_ok")) for r in correct]))
+                                              if correct else None)}
+    return out
+
+
 def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator, boot: int = BOOT) -> dict:
     """a - b over the problems both have: mean, paired SE, a two-sided paired bootstrap p-value (the
     share of resampled means at least as far from 0 in the other direction, doubled) and a sign-flip
@@ -389,6 +434,9 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
                              for s in sorted(set(splits.values()))},
                "per_tier": {t: mean_se([x for p, x in v.items() if tiers.get(p) == t]) for t in tier_names}}
                for name, v in sorted(pp.items())}}
+
+    for name, d in describe(evals, n_samples, splits).items():
+        out["models"][name]["describe"] = d
 
     def one(a: str, b: str) -> dict:
         if a not in pp or b not in pp:
@@ -439,6 +487,16 @@ def analysis_markdown(out: dict) -> str:
         for name, m in out["models"].items():
             lines.append(f"| {name} | " + " | ".join(f"{_f(m['per_tier'][t]['mean'])} ± {_f(m['per_tier'][t]['se'])}"
                                                      for t in tier_names) + " |")
+    n_ = out["n_samples"]
+    lines += ["", f"The plan's other metrics per model and split: maj@{n_} and pass@{n_} (unbiased) per problem and "
+                  "seed, averaged over the seeds and then the problems; mean tokens and truncation rate over samples; "
+                  "verified: the share of correct samples whose derivation the arithmetic step checker accepts.", "",
+              f"| model | split | problems | maj@{n_} | pass@{n_} | mean tokens | truncated | verified / correct |",
+              "|---" * 8 + "|"]
+    for name, m in out["models"].items():
+        for split, d in (m.get("describe") or {}).items():
+            lines.append(f"| {name} | {split} | {d['problems']} | {_f(d[f'maj@{n_}'])} | {_f(d[f'pass@{n_}'])} | "
+                         f"{d['mean_tokens']:.0f} | {_f(d['truncation_rate'])} | {_f(d['verified_share_of_correct'])} |")
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
               "Holm-adjusted over the four.", "",

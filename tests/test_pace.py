@@ -1,6 +1,7 @@
 """PACE: the loss mask, the reasoning text, stage chaining and cumulative data on a tiny model."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -293,11 +294,16 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path, tiny_model
     with pytest.raises(KeyboardInterrupt):
         train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=lambda *a: None)
     assert (tmp_path / "stage-I.partial" / "checkpoint-2").is_dir() and not out.exists()
+    # A kill inside the next save leaves a newer checkpoint without trainer_state.json (Trainer writes
+    # it last): resuming from that one would train all 4 steps again on top of its weights.
+    cut = tmp_path / "stage-I.partial" / "checkpoint-3"
+    shutil.copytree(tmp_path / "stage-I.partial" / "checkpoint-2", cut)
+    (cut / "trainer_state.json").unlink()
     monkeypatch.setattr(Trainer, "_save_checkpoint", save)
     said = []
     meta = train_stage(tiny_model_dir, rows, out, cfg, stage, seed=0, log=said.append)
     assert said[0] == "resuming stage-I from checkpoint-2"
-    assert meta["steps"] == 4 and (out / "DONE").exists()
+    assert meta["steps"] == 4 and meta["steps_run"] == 2 and (out / "DONE").exists()
     # The resumed stage reports the mean loss of all 4 steps, as an uninterrupted one does (the
     # Trainer's own training_loss divides the resumed steps' loss by all 4).
     whole = train_stage(tiny_model_dir, rows, tmp_path / "stage-whole", cfg, stage | {"fingerprint": "w"}, seed=0,
@@ -340,3 +346,22 @@ def test_continuous_curriculum_under_lora_trains_one_adapter_across_stages(tmp_p
     assert all(torch.allclose(merged[k], saved[k], atol=1e-6) for k in saved)
     student = AutoModelForCausalLM.from_pretrained(stages[0]["init"], dtype=torch.float32).state_dict()
     assert any(not torch.allclose(student[k], saved[k]) for k in saved)  # and it did train
+
+
+def test_a_student_found_at_another_path_keeps_the_finished_stages(tmp_path, tiny_model_dir, monkeypatch):
+    """Stage I's fingerprint holds the student's name, not the folder it resolves to: a run resumed on a
+    machine with another HEAL_HOME (the same alias, another path) does not train its stages again."""
+    import heal.models
+    from heal.models import ModelPaths
+    from heal.pace import run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {"methods": ["sft_rs"]}))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"student": "tiny-student", "progress": False})})
+    real, where = heal.models.resolve, {"hf": tiny_model_dir}
+    monkeypatch.setattr(heal.models, "resolve", lambda name: ModelPaths(name=name, hf=where["hf"], gguf=None)
+                        if name == "tiny-student" else real(name))
+    run_train(cfg, log=lambda *a: None)
+    where["hf"] = str(shutil.copytree(tiny_model_dir, tmp_path / "elsewhere"))
+    said = []
+    run_train(cfg, log=said.append)
+    assert "sft_rs stage single: done, skipping" in said and not any(s.startswith("trained") for s in said)

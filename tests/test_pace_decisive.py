@@ -46,6 +46,25 @@ def test_per_problem_pools_samples_then_seeds_and_skips_tier_samples(exp):
     assert pp["teacher"] == {"p": 1.0}
 
 
+def test_describe_averages_maj_and_pass_over_seeds_and_counts_tokens_over_samples(exp):
+    def rec(model, pid, j, pred, ok, tokens, truncated=False, verified=False):
+        return {"model": model, "problem_id": pid, "sample": j, "pred": pred, "correct": ok, "n_tokens": tokens,
+                "truncated": truncated, "derivation_ok": verified}
+
+    evals = [rec("sft_rs.matched.s0", "a@in_dist", 0, "3", True, 10, verified=True),
+             rec("sft_rs.matched.s0", "a@in_dist", 1, "4", False, 20, truncated=True),  # tie: the first answer wins
+             rec("sft_rs.matched.s1", "a@in_dist", 0, "5", False, 30), rec("sft_rs.matched.s1", "a@in_dist", 1, "5", False, 40),
+             rec("sft_rs.matched.s0", "b@ood", 0, "1", True, 5),  # no seed-1 records: left out
+             rec("teacher", "a@in_dist", 0, "3", True, 7), rec("teacher", "a@in_dist", "tier0", "9", False, 99)]
+    d = exp.describe(evals, 2, {"a@in_dist": "in_dist", "b@ood": "ood"})
+    sft = d["sft_rs.matched"]
+    assert set(sft) == {"all", "in_dist"} and sft["all"] == sft["in_dist"]
+    assert sft["all"] == {"problems": 1, "maj@2": 0.5, "pass@2": 0.5, "mean_tokens": 25.0, "truncation_rate": 0.25,
+                          "verified_share_of_correct": 1.0}
+    assert d["teacher"]["all"]["mean_tokens"] == 7.0 and d["teacher"]["all"]["maj@2"] == 1.0
+    assert d["teacher"]["all"]["pass@2"] is None  # one of its 2 samples so far
+
+
 def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_secondary(exp):
     evals = []
     for i in range(40):
@@ -53,8 +72,9 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
         for seed in (0, 1):
             for j in range(2):
                 evals.append({"model": f"heal_continuous.matched.s{seed}", "problem_id": pid, "sample": j,
-                              "correct": i % 4 != 0})
-                evals.append({"model": f"sft_rs.matched.s{seed}", "problem_id": pid, "sample": j, "correct": i % 2 == 0})
+                              "correct": i % 4 != 0, "pred": "1", "n_tokens": 100})
+                evals.append({"model": f"sft_rs.matched.s{seed}", "problem_id": pid, "sample": j, "correct": i % 2 == 0,
+                              "pred": "1", "n_tokens": 50})
     splits = {f"t{i}@{s}": s for i in range(40) for s in ("ood", "in_dist")}
     tiers = {f"t{i}@{'ood' if i % 2 else 'in_dist'}": "corner" if i < 10 else "solved" for i in range(40)}
     out = exp.analyze(evals, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)
@@ -74,11 +94,13 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert "solved 30 problems, corner 10 problems" in md and "| sft_rs.matched | 0.500 ± " in md
     assert "| heal_continuous.matched - sft_rs.matched (primary) | 0.250 |" in md
     assert "not yet: no records of star.matched" in md and "**" not in md
+    assert "| sft_rs.matched | ood | 20 | 0.000 | 0.000 | 50 | 0.000 | - |" in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
 
 
 def test_contrast_plot_writes_a_png(exp, tmp_path):
-    evals = [{"model": f"{m}.matched.s{seed}", "problem_id": f"t{i}@{s}", "sample": 0, "correct": (i + len(m)) % 3 == 0}
+    evals = [{"model": f"{m}.matched.s{seed}", "problem_id": f"t{i}@{s}", "sample": 0, "correct": (i + len(m)) % 3 == 0,
+              "pred": str(i), "n_tokens": 10}
              for m in ("heal_continuous", "sft_rs", "star") for seed in (0, 1) for i in range(12) for s in ("ood", "harder")]
     splits = {f"t{i}@{s}": s for i in range(12) for s in ("ood", "harder")}
     out = exp.analyze(evals, 1, splits)
@@ -134,7 +156,9 @@ def test_student_pilot_then_primary_runs_on_a_tiny_teacher_run(exp, tmp_path, ti
     pilot = json.loads((tmp_path / "students" / "pilot.json").read_text())
     assert pilot["full"]["steps"] == pilot["lora"]["steps"] == 3 and pilot["choice"] in ("full", "lora")
     assert pilot["projected_hours"] > 0 and pilot["full"]["plan_steps_at_5_epochs"]["per_seed"] > 0
-    assert pilot["epochs"] in (1, 2, 3, 4, 5)
+    assert pilot["epochs"] in (1, 2, 3, 4, 5) and pilot["full"]["timed_steps"] == 3
+    stage = tmp_path / "students" / "pilot-lora" / "checkpoints" / "sft_rs" / "stage-single"
+    assert (stage / "heal_stage.json").exists() and not list(stage.glob("*.safetensors"))  # weights pruned
     exp.step_train(exp.RUNS[:1])
     models = exp.student_models()
     assert set(models) == {f"{m}.matched.s{s}" for m in ("sft_rs", "heal_continuous") for s in (0, 1)}
@@ -208,6 +232,8 @@ def test_step_analyze_reads_only_current_weights_records_and_tiers_from_tier_sam
                          "correct": True})
             rows.append({"model": "heal_continuous.matched.s0", "tag": "old", "problem_id": pid, "sample": j,
                          "correct": False})  # records of weights retrained since
+    for r in rows:  # fields every eval record has
+        r |= {"pred": None, "n_tokens": 10, "truncated": False}
     (run / "eval" / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "eval" / "problems.jsonl").write_text("".join(json.dumps({"id": p}) + "\n" for p in pids))
     monkeypatch.setattr(exp, "CONFIG", cfg_path)

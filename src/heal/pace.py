@@ -172,8 +172,10 @@ def end_of_turn(tok) -> int:
 
 
 def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: RunConfig, stage: dict, seed: int,
-                log=print) -> dict:
-    """One SFT stage with TRL. Writes the model atomically to out_dir (a DONE marker last)."""
+                log=print, base_model: str | None = None) -> dict:
+    """One SFT stage with TRL. Writes the model atomically to out_dir (a DONE marker last). base_model:
+    the run's untrained student, which a continuous LoRA stage's adapter sits on (default: the path
+    the previous stage recorded, which does not survive a move to a machine with another HEAL_HOME)."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -195,7 +197,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         if not adapter.exists():
             raise FileNotFoundError(f"{adapter}: the previous stage's LoRA adapter, which a continuous stage goes "
                                     f"on training, is missing (delete {adapter.parent} to retrain it)")
-        lora_base = json.loads((Path(init_model) / "heal_stage.json").read_text())["lora_base"]
+        lora_base = base_model or json.loads((Path(init_model) / "heal_stage.json").read_text())["lora_base"]
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lora_base, dtype=torch.float32),
                                           str(adapter), is_trainable=True)
     else:
@@ -205,20 +207,19 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
 
             peft_config = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
                                      target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
-    from transformers.trainer_utils import get_last_checkpoint
-
     state = PartialState()  # one process, or one of several under `accelerate launch`
     tmp = out_dir.with_name(out_dir.name + ".partial")
     marker = tmp / "heal_fingerprint"  # which stage the mid-stage checkpoints in tmp belong to
     if state.is_main_process and tmp.exists():
         same = marker.exists() and marker.read_text() == str(stage.get("fingerprint"))
-        if not (same and tc.save_steps and get_last_checkpoint(str(tmp))):
+        if not (same and tc.save_steps and last_complete_checkpoint(tmp)):
             shutil.rmtree(tmp)  # an interrupted stage without a usable checkpoint starts again
     if state.is_main_process:
         tmp.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(stage.get("fingerprint")))
     state.wait_for_everyone()
-    resume = get_last_checkpoint(str(tmp)) if tc.save_steps else None
+    resume = last_complete_checkpoint(tmp) if tc.save_steps else None
+    resumed_at = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] if resume else 0
     if resume:
         log(f"resuming {out_dir.name} from {Path(resume).name}")
     args = SFTConfig(
@@ -251,10 +252,11 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     # (a resumed stage reported a loss too small by the resumed share); the logged curve holds them all.
     train_loss = sum(losses) / len(losses) if resume and losses else result.training_loss
     meta = {"init": init_model, "examples": len(train_rows), "steps": trainer.state.global_step,
+            "steps_run": trainer.state.global_step - resumed_at,  # by this call: train_runtime_s's steps
             "train_loss": train_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
             "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes,
-            # wall seconds of this process's training (a resumed stage: its last part only): what a
-            # budget is planned from
+            # wall seconds of this process's training (a resumed stage: its last part only, the
+            # steps_run steps): what a budget is planned from
             "train_runtime_s": result.metrics.get("train_runtime")}
     if tc.lora:
         meta["lora_base"] = lora_base  # the weights this stage's adapter sits on
@@ -296,6 +298,25 @@ def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print)
         log(f"{method} {stages[start][0].name}: its weights were pruned (train.keep_stage_weights: false) and "
             "the next stage needs them: training it again")
     return start
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest mid-stage checkpoint Trainer finished writing (trainer_state.json is its last file);
+    newer ones a kill cut short are deleted. Resuming from a cut one would load its weights and then,
+    finding no state, train the whole stage again on top of them (or fail on a cut optimizer.pt)."""
+    from accelerate import PartialState
+
+    def step(path: Path) -> int:
+        return int(path.name.rsplit("-", 1)[1]) if path.name.rsplit("-", 1)[-1].isdigit() else -1
+
+    for ckpt in sorted((c for c in folder.glob("checkpoint-*") if c.is_dir() and step(c) >= 0), key=step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return str(ckpt)
+        except (OSError, ValueError):
+            if PartialState().is_main_process:
+                shutil.rmtree(ckpt)
+    return None
 
 
 def prune_stage(out: Path) -> None:
@@ -455,7 +476,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             random.Random(cfg.train.seed + i).shuffle(rows)
             tokenized = tokenize_for_student(rows, student_tok, exact, cfg.prompt.system, cfg.train.max_length,
                                              teacher_format, student_format)
-            fingerprint = stage_fingerprint(tokenized, stage, init, prev, cfg.train)
+            # stage I's start by its name, not the path it resolves to here (HEAL_HOME differs between machines)
+            fingerprint = stage_fingerprint(tokenized, stage, init if i else cfg.train.student, prev, cfg.train)
             stages.append((stage, out, tokenized, init, fingerprint))
             init, prev = str(out), fingerprint
         start = first_stage_to_train(method, [(out, fp) for _, out, _, _, fp in stages], log)
@@ -467,7 +489,8 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
                 state.wait_for_everyone()  # every process has read DONE before it goes
                 if state.is_main_process:
                     (out / "DONE").unlink()
-            train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log)
+            train_stage(init, tokenized, out, cfg, stage | {"fingerprint": fingerprint}, cfg.train.seed + i, log,
+                        base_model=student)
         last = str(stages[-1][1])  # the method's weights: its last stage's
         if not cfg.train.keep_stage_weights and state.is_main_process:
             for _, out, _, _, _ in stages[:-1]:
