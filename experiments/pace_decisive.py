@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -629,9 +630,16 @@ STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_
          "student-pilot": step_student_pilot, "train": step_train, "eval": step_eval,
          "analyze": step_analyze, "status": step_status, "all": step_all}
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in STEPS:
         sys.exit(f"usage: python experiments/pace_decisive.py {{{'|'.join(STEPS)}}}")
+    # `nohup ... &` starts the run with SIGINT ignored, and `kill` sends SIGTERM: both stop it the way
+    # Ctrl-C does in a terminal (one line; the records so far kept)
+    before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     os.chdir(ROOT)  # the yaml's paths (output_dir, data sources) are relative to the repository
     try:
         STEPS[argv[0]]()
@@ -642,6 +650,9 @@ def main(argv: list[str]) -> None:
             raise
         sys.exit(f"no space left on the device ({e.filename or e}): free some space (`df -h {ROOT}`) and rerun "
                  f"`python experiments/pace_decisive.py {argv[0]}`; the records so far are kept")
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

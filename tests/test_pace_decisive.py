@@ -204,6 +204,18 @@ def test_a_full_disk_or_ctrl_c_ends_the_run_with_one_line(exp, monkeypatch):
     with pytest.raises(SystemExit, match=r"^interrupted; the records so far are kept: rerun `python "
                                          r"experiments/pace_decisive.py train`"):
         exp.main(["train"])
+    import os
+    import signal
+
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup ... &` starts the run
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # kill -INT, or plain `kill`
+            monkeypatch.setitem(exp.STEPS, "eval", lambda: os.kill(os.getpid(), sig))
+            with pytest.raises(SystemExit, match=r"^interrupted; .* rerun `python experiments/pace_decisive.py eval`"):
+                exp.main(["eval"])
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the caller's handlers are back
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     with pytest.raises(SystemExit, match="^usage: "):
         exp.main(["nonsense"])
 
