@@ -223,19 +223,23 @@ LORA_LR = 1e-4
 def schedule(variant: str, epochs: float = 5.0) -> dict:
     """The config overrides of a training variant at `epochs` per stage (and per one-stage run).
     Full fine-tuning recomputes activations (its fp32 gradients and Adam state leave no room for
-    them in 24 GB); LoRA keeps them (faster) and trains at LORA_LR."""
+    them in 24 GB); LoRA keeps them (faster) in two micro-batches of 4 per optimizer step (a batch
+    of 8 without recomputation outgrew 22 GB: `python benchmarks/train_step_memory.py`) and trains at
+    LORA_LR."""
     out = {f"train.stages.{k}.epochs": epochs for k in ("I", "II", "III")} | {"train.single.epochs": epochs}
     if variant == "full":
         return out | {"train.lora": None, "train.gradient_checkpointing": True}
     lrs = {f"train.stages.{k}.learning_rate": LORA_LR for k in ("I", "II", "III")} | {"train.single.learning_rate": LORA_LR}
-    return out | lrs | {"train.lora": LORA, "train.gradient_checkpointing": False}
+    return out | lrs | {"train.lora": LORA, "train.gradient_checkpointing": False, "train.batch_size": 4,
+                        "train.grad_accum": 2}
 
 
-def choose_schedule(seconds_per_step: dict[str, float], sizes: dict[str, int], batch: int) -> dict:
+def choose_schedule(seconds_per_step: dict[str, float], sizes: dict[str, int], batch: dict[str, int]) -> dict:
     """The plan's rule: full fine-tuning at 5 epochs a stage if every run of both seeds fits in
-    TRAIN_HOURS; else LoRA at the most epochs (5, 4, 3, 2) that fits; else LoRA at 1 epoch."""
+    TRAIN_HOURS; else LoRA at the most epochs (5, 4, 3, 2) that fits; else LoRA at 1 epoch. batch:
+    each variant's examples per optimizer step."""
     def hours(variant: str, epochs: int) -> float:
-        return seconds_per_step[variant] * plan_steps(sizes, batch, epochs)["per_seed"] * len(SEEDS) / 3600
+        return seconds_per_step[variant] * plan_steps(sizes, batch[variant], epochs)["per_seed"] * len(SEEDS) / 3600
 
     if hours("full", 5) < TRAIN_HOURS:
         return {"choice": "full", "epochs": 5, "projected_hours": hours("full", 5)}
@@ -263,27 +267,28 @@ def step_student_pilot():
 
     if not (ROOT / config().output_dir / "scored.jsonl").exists():
         sys.exit("no PURE scores yet: run `python experiments/pace_decisive.py teacher-data` first")
-    out, per_step = {}, {}
+    out, seconds, examples_per_step = {}, {}, {}
     for variant in ("full", "lora"):
         run = STUDENTS / f"pilot-{variant}"
         link_teacher_data(run)
         over = {"output_dir": str(run.relative_to(ROOT)), "train.match_budget": False, **schedule(variant)}
         cfg = heal.load_config(CONFIG, over)
         sizes = build_data(cfg, print)
-        batches = int(np.ceil(sizes["D1"] / cfg.train.batch_size))
+        per_step = examples_per_step[variant] = cfg.train.batch_size * cfg.train.grad_accum  # 8 either way
+        batches = int(np.ceil(sizes["D1"] / per_step))
         # ceil(epochs * batches) optimizer steps: just under PILOT_STEPS / batches epochs gives PILOT_STEPS
         heal.train(heal.load_config(CONFIG, over | {"train.single.epochs": (PILOT_STEPS - 0.5) / batches}),
                    methods=["sft_rs"])
         stage = run / "checkpoints" / "sft_rs" / "stage-single"
         meta = json.loads((stage / "heal_stage.json").read_text())
         # a pilot resumed from a checkpoint timed only the steps after it (steps_run of them)
-        per_step[variant] = meta["train_runtime_s"] / meta.get("steps_run", meta["steps"])
+        seconds[variant] = meta["train_runtime_s"] / meta.get("steps_run", meta["steps"])
         out[variant] = {"steps": meta["steps"], "timed_steps": meta.get("steps_run", meta["steps"]),
-                        "seconds_per_step": per_step[variant],
-                        "plan_steps_at_5_epochs": plan_steps(sizes, cfg.train.batch_size)}
+                        "seconds_per_step": seconds[variant], "batch_size": cfg.train.batch_size,
+                        "grad_accum": cfg.train.grad_accum, "plan_steps_at_5_epochs": plan_steps(sizes, per_step)}
         if (stage / "DONE").exists() and not (stage / PRUNED).exists():
             prune_stage(stage)  # 2.5 GB of weights nothing reads (the plan's disk budget leaves them out)
-    out |= choose_schedule(per_step, sizes, cfg.train.batch_size)
+    out |= choose_schedule(seconds, sizes, examples_per_step)
     out["rule"] = (f"full fine-tuning at 5 epochs a stage if every run of both seeds projects under {TRAIN_HOURS} h; "
                    "else LoRA at the most epochs (5, 4, 3, 2) under it; else LoRA at 1")
     (STUDENTS / "pilot.json").write_text(json.dumps(out, indent=2) + "\n")

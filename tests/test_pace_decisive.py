@@ -157,6 +157,7 @@ def test_student_pilot_then_primary_runs_on_a_tiny_teacher_run(exp, tmp_path, ti
     assert pilot["full"]["steps"] == pilot["lora"]["steps"] == 3 and pilot["choice"] in ("full", "lora")
     assert pilot["projected_hours"] > 0 and pilot["full"]["plan_steps_at_5_epochs"]["per_seed"] > 0
     assert pilot["epochs"] in (1, 2, 3, 4, 5) and pilot["full"]["timed_steps"] == 3
+    assert (pilot["lora"]["batch_size"], pilot["lora"]["grad_accum"]) == (4, 2)
     stage = tmp_path / "students" / "pilot-lora" / "checkpoints" / "sft_rs" / "stage-single"
     assert (stage / "heal_stage.json").exists() and not list(stage.glob("*.safetensors"))  # weights pruned
     exp.step_train(exp.RUNS[:1])
@@ -172,15 +173,18 @@ def test_choose_schedule_prefers_full_then_the_most_lora_epochs_that_fit(exp):
     sizes = {"D1": 240, "D2": 40, "D3": 40}  # 30, 35, 40 batches of 8: H = 525 steps at 5 epochs
     per_seed = exp.plan_steps(sizes, 8)["per_seed"]
     fits = exp.TRAIN_HOURS * 3600 / (per_seed * len(exp.SEEDS))  # seconds per step that just fit at 5 epochs
-    assert exp.choose_schedule({"full": fits * 0.9, "lora": 1.0}, sizes, 8)["choice"] == "full"
-    c = exp.choose_schedule({"full": fits * 2, "lora": fits * 0.9}, sizes, 8)
+    assert exp.choose_schedule({"full": fits * 0.9, "lora": 1.0}, sizes, {"full": 8, "lora": 8})["choice"] == "full"
+    c = exp.choose_schedule({"full": fits * 2, "lora": fits * 0.9}, sizes, {"full": 8, "lora": 8})
     assert (c["choice"], c["epochs"]) == ("lora", 5)
-    c = exp.choose_schedule({"full": fits * 9, "lora": fits * 2.2}, sizes, 8)  # 2 epochs: 0.4 of the steps
+    c = exp.choose_schedule({"full": fits * 9, "lora": fits * 2.2}, sizes, {"full": 8, "lora": 8})  # 2 epochs: 0.4 of the steps
     assert (c["choice"], c["epochs"]) == ("lora", 2) and c["projected_hours"] < exp.TRAIN_HOURS
-    assert exp.choose_schedule({"full": fits * 90, "lora": fits * 50}, sizes, 8)["epochs"] == 1
+    assert exp.choose_schedule({"full": fits * 90, "lora": fits * 50}, sizes, {"full": 8, "lora": 8})["epochs"] == 1
+    # each variant's steps at its own examples per step: LoRA in steps of 16 takes half the steps
+    assert exp.choose_schedule({"full": fits * 2, "lora": fits * 1.8}, sizes, {"full": 8, "lora": 16})["epochs"] == 5
     lora = exp.schedule("lora", 2)
     assert lora["train.stages.III.epochs"] == lora["train.single.epochs"] == 2
     assert lora["train.single.learning_rate"] == exp.LORA_LR and lora["train.gradient_checkpointing"] is False
+    assert lora["train.batch_size"] * lora["train.grad_accum"] == 8  # the plan's batch, in two micro-batches
     assert exp.schedule("full")["train.lora"] is None
 
 
