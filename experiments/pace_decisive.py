@@ -338,18 +338,24 @@ SECONDARY = [("star.matched", "sft_rs.matched"), ("heal_no_curriculum.matched", 
 def per_problem(evals: list[dict], n_samples: int) -> dict[str, dict[str, float]]:
     """"<method>.<budget>" -> problem -> mean correctness over its scored samples and every training
     seed (the plan's unit of pairing). Seeds are pooled only where a problem has records of each."""
-    cells: dict[str, dict[str, dict[str, list[bool]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    return {name: {p: float(np.mean([np.mean([r["correct"] is True for r in rs]) for rs in per.values()]))
+                   for p, per in by_problem.items()}
+            for name, by_problem in scored_cells(evals, n_samples).items()}
+
+
+def scored_cells(evals: list[dict], n_samples: int) -> dict[str, dict[str, dict[str, list[dict]]]]:
+    """"<method>.<budget>" -> problem -> seed -> its scored records (greedy and tier samples, and
+    samples beyond n_samples, score nobody); only the problems that have records of every seed."""
+    cells: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in evals:
-        if not isinstance(r["sample"], int) or r["sample"] >= n_samples:
-            continue  # greedy and tier samples score nobody
-        parts = r["model"].split(".")
-        name, seed = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (r["model"], "-")
-        cells[name][r["problem_id"]][seed].append(r["correct"] is True)
-    out: dict[str, dict[str, float]] = {}
+        if isinstance(r["sample"], int) and r["sample"] < n_samples:
+            parts = r["model"].split(".")
+            name, seed = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (r["model"], "-")
+            cells[name][r["problem_id"]][seed].append(r)
+    out = {}
     for name, by_problem in cells.items():
         seeds = {s for per in by_problem.values() for s in per}
-        out[name] = {p: float(np.mean([np.mean(per[s]) for s in seeds]))
-                     for p, per in by_problem.items() if set(per) == seeds}
+        out[name] = {p: dict(per) for p, per in by_problem.items() if set(per) == seeds}
     return out
 
 
@@ -360,16 +366,8 @@ def describe(evals: list[dict], n_samples: int, splits: dict[str, str]) -> dict[
     the step checker accepts. Problems lacking a seed's records are left out, as in per_problem."""
     from heal.evaluation import majority_correct, pass_at_k_estimate
 
-    cells: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for r in evals:
-        if isinstance(r["sample"], int) and r["sample"] < n_samples:
-            parts = r["model"].split(".")
-            name, seed = (".".join(parts[:2]), parts[2]) if len(parts) == 3 else (r["model"], "-")
-            cells[name][r["problem_id"]][seed].append(r)
     out: dict[str, dict[str, dict]] = {}
-    for name, by_problem in sorted(cells.items()):
-        seeds = {s for per in by_problem.values() for s in per}
-        by_problem = {p: per for p, per in by_problem.items() if set(per) == seeds}
+    for name, by_problem in sorted(scored_cells(evals, n_samples).items()):
         out[name] = {}
         for split in ["all"] + sorted(set(splits.values())):
             mine = {p: per for p, per in by_problem.items() if split == "all" or splits.get(p) == split}
