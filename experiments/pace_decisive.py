@@ -11,6 +11,8 @@ docs/results/pace-decisive/PLAN.md. Only heal's public API.
     python experiments/pace_decisive.py train         # every student run of the plan, primary ones first
     python experiments/pace_decisive.py eval          # every trained student on the test set
     python experiments/pace_decisive.py analyze       # the primary and secondary contrasts -> docs/results/
+    python experiments/pace_decisive.py carry         # the students' training state (megabytes) into a
+                                                      # committed folder, for a run that moves machines
     python experiments/pace_decisive.py status        # where the run stands
     python experiments/pace_decisive.py all           # every step in the plan's order, each resuming:
                                                       # the one command to leave running (nohup ... &)
@@ -214,7 +216,11 @@ def link_teacher_data(run: Path) -> None:
 
 PILOT_STEPS = 20
 TRAIN_HOURS = 45  # the plan's training budget: every run of both seeds
-LORA = {"r": 64, "alpha": 128, "target_modules": "all-linear", "merge": True}
+# Rank 8 (4.4M parameters on the 0.5B, 40x its 110k completion tokens a curriculum epoch: Thinking
+# Machines' rule of thumb for LoRA matching full fine-tuning asks for at least as many parameters as
+# completion tokens), alpha 32 (their fixed alpha, under which the best learning rate hardly depends
+# on rank). Rank 64 was planned; 8 keeps a run's state between machines to ~50 MB (PLAN.md, "Changes").
+LORA = {"r": 8, "alpha": 32, "target_modules": "all-linear", "merge": True}
 # LoRA's best learning rate is about 10x full fine-tuning's (Schulman et al. 2025, "LoRA Without
 # Regret"; TRL's guide of that name): the paper's 1e-5 would leave a LoRA student nearly untrained.
 LORA_LR = 1e-4
@@ -302,8 +308,111 @@ def step_train(runs: list[tuple[str, list[str]]] = RUNS):
     for budget, methods in runs:
         for seed in SEEDS:
             link_teacher_data(student_run(budget, seed))
+            restore_carried(student_run(budget, seed))
             print(f"== {budget} budget, seed {seed}: {', '.join(methods)}")
             heal.train(student_config(budget, seed), methods=methods)
+
+
+# The students' training state between machines. A session's machine may not come back, and the student
+# runs' folders hold gigabytes (merged weights, GGUFs) that are not committed; what rebuilds them is
+# small under LoRA: each finished stage's record and adapter (heal rebuilds the merged weights from
+# them), a continuous stage's optimizer state, and the newest complete mid-stage checkpoint (adapter,
+# optimizer, scheduler, RNG, trainer state: a resumed stage goes on exactly where it stopped). `carry`
+# copies those into CARRY, which is committed; `train` puts back what a new machine lacks.
+CARRY = ROOT / "experiments" / "runs" / "pace-decisive-carry"
+STAGE_FILES = ("heal_stage.json", "DONE", "PRUNED", "optimizer.pt", "adapter")
+# a mid-stage checkpoint's tokenizer files: the student's own, not needed to resume
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja")
+
+
+def newest_checkpoint(partial: Path) -> Path | None:
+    """A stage's newest complete mid-stage checkpoint (Trainer writes trainer_state.json last); unlike
+    heal's own finder it deletes nothing, so it can look while training is paused mid-write."""
+    def step(path: Path) -> int:
+        tail = path.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    for ckpt in sorted(partial.glob("checkpoint-*"), key=step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return ckpt
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def carried_files(run: Path) -> dict[str, Path]:
+    """Relative path -> file of what a student run's training state needs on another machine."""
+    out: dict[str, Path] = {}
+
+    def add(path: Path) -> None:
+        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            out[str(f.relative_to(run))] = f
+
+    for stage in sorted((run / "checkpoints").glob("*/stage-*")):
+        if stage.name.endswith(".partial") and (marker := stage / "heal_fingerprint").exists():
+            if (ckpt := newest_checkpoint(stage)):
+                add(marker)
+                for f in ckpt.iterdir():
+                    if f.name not in TOKENIZER_FILES:
+                        add(f)
+        elif stage.is_dir() and (stage / "DONE").exists() and (stage / "adapter").exists():
+            for name in STAGE_FILES:
+                if (stage / name).exists():
+                    add(stage / name)
+    return out
+
+
+def same_file(a: Path, b: Path) -> bool:
+    return b.exists() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def step_carry():
+    """Copy every student run's training state (carried_files) into CARRY, replacing what was there:
+    commit CARRY afterwards. Run it while training is paused or stopped (a checkpoint being written is
+    not complete, and is skipped)."""
+    total = 0
+    for run in sorted(p for p in STUDENTS.iterdir() if p.is_dir() and (p / "checkpoints").exists()):
+        files, dest = carried_files(run), CARRY / run.name
+        for rel, src in files.items():
+            if not same_file(src, dest / rel):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / rel)
+        for old in sorted((p for p in dest.rglob("*") if p.is_file()), reverse=True):
+            if str(old.relative_to(dest)) not in files:
+                old.unlink()  # an older checkpoint, or a stage finished since
+        for d in sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        size = sum(f.stat().st_size for f in files.values())
+        total += size
+        print(f"{run.name}: {len(files)} files, {size / 1e6:.0f} MB")
+    print(f"carried {total / 1e6:.0f} MB into {CARRY.relative_to(ROOT)}: commit it")
+
+
+def restore_carried(run: Path) -> None:
+    """Put back into a student run what CARRY holds and the run lacks: finished stages (their merged
+    weights are rebuilt by heal's training from the adapters) and a mid-stage checkpoint newer than
+    any the run has."""
+    src = CARRY / run.name
+    if not src.exists():
+        return
+    for stage in sorted(src.glob("checkpoints/*/stage-*")):
+        local = run / stage.relative_to(src)
+        if stage.name.endswith(".partial"):
+            done = local.with_name(local.name.removesuffix(".partial"))
+            mine = newest_checkpoint(local) if local.exists() else None
+            theirs = newest_checkpoint(stage)
+            step = lambda p: int(p.name.rsplit("-", 1)[1])  # noqa: E731
+            if (done / "DONE").exists() or theirs is None or (mine and step(mine) >= step(theirs)):
+                continue
+            if local.exists():
+                shutil.rmtree(local)
+        elif (local / "DONE").exists():
+            continue
+        shutil.copytree(stage, local, dirs_exist_ok=True)
+        print(f"{run.name}: {stage.relative_to(src)} restored from {CARRY.relative_to(ROOT)}")
 
 
 def student_models() -> dict[str, str]:
@@ -631,7 +740,7 @@ def step_all():
 STEPS = {"data": step_data, "stage0": step_stage0, "teacher-data": step_teacher_data, "pilot": step_pilot,
          "testset": step_testset, "teacher-eval": step_teacher_eval,
          "student-pilot": step_student_pilot, "train": step_train, "eval": step_eval,
-         "analyze": step_analyze, "status": step_status, "all": step_all}
+         "analyze": step_analyze, "carry": step_carry, "status": step_status, "all": step_all}
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt

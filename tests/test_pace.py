@@ -199,13 +199,50 @@ def test_pruned_stages_keep_their_record_and_are_retrained_only_when_needed(tmp_
     (heal_dir / "stage-III" / "DONE").unlink()  # stage III interrupted: it needs stage II's weights, II needs I's
     said = []
     run_train(cfg, log=said.append)
-    assert [m for m in said if "were pruned" in m] == [
-        f"heal stage-{s}: its weights were pruned (train.keep_stage_weights: false) and the next stage needs "
+    assert [m for m in said if "were deleted" in m] == [
+        f"heal stage-{s}: its weights were deleted (train.keep_stage_weights: false) and the next stage needs "
         "them: training it again" for s in ("II", "I")]
     assert sum(m.startswith("trained ") for m in said) == 3
     for s in ("I", "II"):  # pruned again once stage III is done
         assert (heal_dir / f"stage-{s}" / PRUNED).exists() and not (heal_dir / f"stage-{s}" / "model.safetensors").exists()
     assert (heal_dir / "stage-III" / "DONE").exists()
+
+
+@pytest.mark.parametrize("method", ["heal", "heal_continuous"])
+def test_lora_stages_keep_their_adapters_and_rebuild_missing_weights(tmp_path, tiny_model_dir, method):
+    """Under LoRA a stage's adapter outlives its pruned weights: a run whose folders hold only records
+    and adapters (pruned, or moved between machines without the gigabytes) rebuilds the merged weights
+    it needs from them, the same weights training wrote, and trains nothing again."""
+    from transformers import AutoModelForCausalLM
+
+    from heal.pace import ADAPTER_DIR, PRUNED, run_train
+
+    cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {
+        "methods": [method], "keep_stage_weights": False, "lora": {"r": 4, "alpha": 8}}))
+    run_train(cfg, log=lambda *a: None)
+    ckpt = Path(cfg.output_dir) / "checkpoints" / method
+    for s in ("I", "II"):
+        assert sorted(p.name for p in (ckpt / f"stage-{s}").iterdir()) == [
+            "DONE", PRUNED, ADAPTER_DIR, "heal_stage.json"]
+    trained = AutoModelForCausalLM.from_pretrained(ckpt / "stage-III", dtype=torch.float32).state_dict()
+    for path in (ckpt / "stage-III").iterdir():  # only the record and the adapter are left
+        if path.name not in ("DONE", ADAPTER_DIR, "heal_stage.json"):
+            path.unlink()
+    said = []
+    run_train(cfg, log=said.append)
+    assert not any(m.startswith("trained ") for m in said)
+    assert f"{method} stage-III: merged weights rebuilt from its LoRA adapter" in said
+    # heal's stage III sits on stage II's merged weights, which sit on stage I's: both rebuilt first
+    assert sum("rebuilt" in m for m in said) == (3 if method == "heal" else 1)
+    rebuilt = AutoModelForCausalLM.from_pretrained(ckpt / "stage-III", dtype=torch.float32).state_dict()
+    assert all(torch.allclose(trained[k], rebuilt[k], atol=1e-6) for k in trained)
+    (ckpt / "stage-III" / "DONE").unlink()  # stage III must train again
+    said = []
+    run_train(cfg, log=said.append)
+    trained_again = [m.split(" (")[0].removeprefix(f"trained {ckpt}/") for m in said if m.startswith("trained ")]
+    # heal's starts from stage II's rebuilt weights; heal_continuous's also needs stage II's optimizer
+    # state, which pruning deleted: its curriculum trains again from the start
+    assert trained_again == (["stage-III"] if method == "heal" else ["stage-I", "stage-II", "stage-III"])
 
 
 def test_continuous_curriculum_carries_optimizer_and_one_schedule(tmp_path, tiny_model_dir):
@@ -336,7 +373,8 @@ def test_continuous_curriculum_under_lora_trains_one_adapter_across_stages(tmp_p
     stages = [json.loads((ckpt / f"stage-{s}" / "heal_stage.json").read_text()) for s in ("I", "II", "III")]
     assert [s.get("optimizer_carried") for s in stages] == [False, True, True]
     assert {s["lora_base"] for s in stages} == {stages[0]["init"]}  # every adapter sits on the student itself
-    assert [(ckpt / f"stage-{s}" / ADAPTER_DIR).exists() for s in ("I", "II", "III")] == [True, True, False]
+    assert all((ckpt / f"stage-{s}" / ADAPTER_DIR).exists() for s in ("I", "II", "III"))
+    assert [(ckpt / f"stage-{s}" / OPTIMIZER_FILE).exists() for s in ("I", "II", "III")] == [True, True, False]
     state = torch.load(ckpt / "stage-II" / OPTIMIZER_FILE, weights_only=True)["state"]
     assert {int(v["step"]) for v in state.values()} == {1 + 2}  # Adam's step count went on from stage I
     # Stage II's merged weights are the student + stage II's adapter (not stage I's merge + more).

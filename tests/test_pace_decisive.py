@@ -4,6 +4,7 @@ and are not repeated here."""
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,62 @@ def test_step_analyze_reads_only_current_weights_records_and_tiers_from_tier_sam
     assert out["models"]["teacher"]["per_tier"]["solved"]["mean"] == 0.0  # scored samples, not the tier ones
     assert out["primary"]["diff"] == 1.0 and out["primary"]["problems"] == 6
     assert (tmp_path / "results" / "contrasts.png").stat().st_size > 0
+
+
+def test_students_move_to_a_new_machine_through_the_carried_state(exp, tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """`carry` keeps megabytes of each LoRA student run (finished stages' records, adapters and
+    optimizer state; the newest mid-stage checkpoint); on a machine without the run folders `train`
+    puts them back, rebuilds the merged weights it needs, resumes the cut stage where it stopped and
+    trains nothing finished again."""
+    from transformers import AutoModelForCausalLM, Trainer
+
+    import torch
+    from helpers import write_tiny_run
+
+    cfg_path = write_tiny_run(tmp_path, tiny_model_dir, train={"methods": ["sft_rs"], "save_steps": 1})
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"ROOT": tmp_path, "CONFIG": cfg_path, "STUDENTS": tmp_path / "students",
+                        "CARRY": tmp_path / "carry", "SEEDS": (0,),
+                        "LORA": {"r": 4, "alpha": 8, "target_modules": "all-linear", "merge": True}}.items():
+        monkeypatch.setattr(exp, name, value)
+    (tmp_path / "students").mkdir()
+    (tmp_path / "students" / "pilot.json").write_text(json.dumps({"choice": "lora", "epochs": 1}))
+    save, saves = Trainer._save_checkpoint, []
+
+    def save_then_stop(self, *a, **k):  # the session ends in heal_continuous's stage II, after its first checkpoint
+        save(self, *a, **k)
+        saves.append(self.args.output_dir)
+        if self.args.output_dir.endswith("heal_continuous/stage-II.partial"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        exp.step_train([("matched", ["sft_rs", "heal_continuous"])])
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    exp.step_carry()
+    carried = {str(p.relative_to(tmp_path / "carry")) for p in (tmp_path / "carry").rglob("*") if p.is_file()}
+    ckpt = "matched-s0/checkpoints/"
+    assert {ckpt + "sft_rs/stage-single/adapter/adapter_model.safetensors",
+            ckpt + "heal_continuous/stage-I/optimizer.pt", ckpt + "heal_continuous/stage-II.partial/heal_fingerprint",
+            ckpt + "heal_continuous/stage-II.partial/checkpoint-1/optimizer.pt"} <= carried
+    assert not any(p.endswith("model.safetensors") and "adapter" not in p for p in carried)  # no merged weights
+    assert not any(p.endswith("tokenizer.json") for p in carried)
+
+    run = tmp_path / "students" / "matched-s0"
+    sft_rs = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "sft_rs" / "stage-single",
+                                                  dtype=torch.float32).state_dict()
+    shutil.rmtree(run)  # a new machine: only the committed carry is left
+    capsys.readouterr()
+    exp.step_train([("matched", ["sft_rs", "heal_continuous"])])
+    said = capsys.readouterr().out.splitlines()
+    assert "sft_rs stage-single: merged weights rebuilt from its LoRA adapter" in said
+    assert "resuming stage-II from checkpoint-1" in said
+    assert [m.split(" (")[0].rsplit("/", 2)[-2:] for m in said if m.startswith("trained ")] == [
+        ["heal_continuous", "stage-II"], ["heal_continuous", "stage-III"]]
+    rebuilt = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "sft_rs" / "stage-single",
+                                                   dtype=torch.float32).state_dict()
+    assert all(torch.allclose(sft_rs[k], rebuilt[k], atol=1e-6) for k in sft_rs)
+    assert set(exp.student_models()) == {"sft_rs.matched.s0", "heal_continuous.matched.s0"}
+    exp.step_carry()  # the finished stage replaces the mid-stage checkpoint
+    carried = {str(p.relative_to(tmp_path / "carry")) for p in (tmp_path / "carry").rglob("*") if p.is_file()}
+    assert not any(".partial" in p for p in carried) and ckpt + "heal_continuous/stage-III/DONE" in carried

@@ -397,8 +397,9 @@ class TrainConfig(_Strict):
         True, json_schema_extra=NEUTRAL,
         description="Keep every stage's weights. False: once a multi-stage method's last stage is done, the weights "
                     "of its earlier stages are deleted (their heal_stage.json, with the loss curve, stays; a stage's fp32 "
-                    "weights take 4 bytes a parameter). A later stage that must "
-                    "train again then retrains the pruned stages it starts from.")
+                    "weights take 4 bytes a parameter). Under LoRA a stage's adapter "
+                    "stays (megabytes), and a later stage that must train again rebuilds the merged weights it "
+                    "starts from; under full fine-tuning it retrains the deleted stages.")
     lora: LoraConfig | None = Field(None, description="LoRA settings (None: full fine-tuning).")
     device: str = Field("cpu", description="Where the student trains (under accelerate: its device per process).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Autocast dtype; master weights "

@@ -51,9 +51,10 @@ METHODS: dict[str, list[list[str]]] = {
 # schedule at its first step and starts from stage k-1's optimizer state (OPTIMIZER_FILE).
 CONTINUOUS = {"heal_continuous"}
 OPTIMIZER_FILE = "optimizer.pt"
-# Under LoRA a continuous stage also keeps its adapter unmerged (ADAPTER_DIR, beside the merged
-# weights that eval reads): the next stage trains the same adapter on the same base weights
-# (heal_stage.json's "lora_base"), so its optimizer state still matches its parameters.
+# Under LoRA every stage also keeps its adapter unmerged (ADAPTER_DIR, beside the merged weights that
+# eval reads): a continuous method's next stage trains the same adapter on the same base weights
+# (heal_stage.json's "lora_base"), so its optimizer state still matches its parameters; and a stage's
+# merged weights can be rebuilt from its adapter where only the adapter was kept or moved.
 ADAPTER_DIR = "adapter"
 
 
@@ -238,8 +239,10 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     if schedule:
         carried = continue_curriculum(trainer, init_model, schedule)
     result = trainer.train(resume_from_checkpoint=resume)
-    if tc.lora and schedule.get("save_optimizer") and state.is_main_process:
-        # before merging, which folds the adapter into the base weights in place
+    if tc.lora and state.is_main_process:
+        # before merging, which folds the adapter into the base weights in place. A continuous stage's
+        # next stage trains it on; any stage's adapter (megabytes) rebuilds its merged weights
+        # (gigabytes) on another machine: lora_base + the adapter.
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp / ADAPTER_DIR)
     if tc.lora and tc.lora.merge:
         if state.is_main_process:
@@ -282,20 +285,70 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
 PRUNED = "PRUNED"  # a finished stage whose weights were deleted (train.keep_stage_weights: false)
 
 
+def has_weights(out: Path) -> bool:
+    """Whether a stage folder holds model weights (not only its record, or its record and adapter)."""
+    return any(out.glob("*.safetensors"))
+
+
+def rebuildable(method: str, stages: list[Path], i: int) -> bool:
+    """Whether stage i's missing merged weights can be made from LoRA adapters: its own, on the untrained
+    student (stage I, and every stage of a continuous method, whose one adapter sits on the student) or
+    on stage i-1's weights, which must be there or rebuildable in turn."""
+    if not (stages[i] / ADAPTER_DIR).exists():
+        return False
+    return i == 0 or method in CONTINUOUS or has_weights(stages[i - 1]) or rebuildable(method, stages, i - 1)
+
+
+def rebuild_weights(method: str, stages: list[Path], i: int, student: str, log=print) -> None:
+    """Stage i's merged weights from its adapter (rebuildable() must hold): the same merge train_stage
+    made when the stage finished, on the same base weights, so eval and the next stage read what
+    training wrote (up to float rounding). What a pruned stage, or one moved between machines as
+    records and adapters only, needs before the stage after it trains or eval reads it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = student if i == 0 or method in CONTINUOUS else str(stages[i - 1])
+    if base != student and not has_weights(stages[i - 1]):
+        rebuild_weights(method, stages, i - 1, student, log)
+    out = stages[i]
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(out / ADAPTER_DIR)).merge_and_unload()
+    tmp = out.with_name(out.name + ".rebuild")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    for path in tmp.iterdir():  # the weights go in beside the record, which stays as it is
+        os.replace(path, out / path.name)
+    tmp.rmdir()
+    (out / PRUNED).unlink(missing_ok=True)
+    log(f"{method} {out.name}: merged weights rebuilt from its LoRA adapter")
+
+
 def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print) -> int:
     """The index of a method's first stage that must train, from its stages' (folder, fingerprint):
     the first one not finished with this fingerprint, moved back over finished stages whose weights
-    were pruned (the stage it starts from must have weights). len(stages) when all are done."""
+    are missing and cannot be rebuilt from LoRA adapters (the stage it starts from must have
+    weights). len(stages) when all are done."""
     def finished(out: Path, fingerprint: str) -> bool:
         return (out / "DONE").exists() and json.loads((out / "heal_stage.json").read_text()).get("fingerprint") == fingerprint
+
+    folders = [out for out, _ in stages]
+
+    def can_start_from(i: int) -> bool:  # a continuous stage also goes on from the one before's optimizer state
+        return ((has_weights(folders[i]) or rebuildable(method, folders, i))
+                and (method not in CONTINUOUS or (folders[i] / OPTIMIZER_FILE).exists()))
 
     start = next((i for i, (out, fp) in enumerate(stages) if not finished(out, fp)), len(stages))
     if start < len(stages) and (stages[start][0] / "DONE").exists():
         log(f"{method} stage {stages[start][0].name.removeprefix('stage-')}: its data or settings changed, "
             "training it again")
-    while 0 < start < len(stages) and (stages[start - 1][0] / PRUNED).exists():
+    if start == len(stages) and stages and not has_weights(folders[-1]) and not rebuildable(method, folders, start - 1):
         start -= 1
-        log(f"{method} {stages[start][0].name}: its weights were pruned (train.keep_stage_weights: false) and "
+        log(f"{method} {stages[start][0].name}: its weights are missing: training it again")
+    while 0 < start < len(stages) and not can_start_from(start - 1):
+        start -= 1
+        log(f"{method} {stages[start][0].name}: its weights were deleted (train.keep_stage_weights: false) and "
             "the next stage needs them: training it again")
     return start
 
@@ -320,10 +373,11 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 
 def prune_stage(out: Path) -> None:
-    """Delete a finished stage's weights (and its LoRA adapter / optimizer state), keeping its record:
-    heal_stage.json (loss and learning-rate curves, for the report) and DONE."""
+    """Delete a finished stage's weights (and optimizer state), keeping its record: heal_stage.json
+    (loss and learning-rate curves, for the report) and DONE, and its LoRA adapter (megabytes: with
+    the stages before it, it rebuilds the later stages' merged weights)."""
     for path in out.iterdir():
-        if path.name in ("heal_stage.json", "DONE", PRUNED):
+        if path.name in ("heal_stage.json", "DONE", PRUNED, ADAPTER_DIR):
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     (out / PRUNED).write_text("weights deleted once the method's last stage was done (train.keep_stage_weights: "
@@ -481,9 +535,14 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
             stages.append((stage, out, tokenized, init, fingerprint))
             init, prev = str(out), fingerprint
         start = first_stage_to_train(method, [(out, fp) for _, out, _, _, fp in stages], log)
+        folders = [out for _, out, _, _, _ in stages]
         for i, (stage, out, tokenized, init, fingerprint) in enumerate(stages):
             if i < start:
                 log(f"{method} stage {stage['name']}: done, skipping")
+                # the stage the next one starts from, or the method's result, needs its weights
+                if i in (start - 1, len(stages) - 1) and not has_weights(out) and state.is_main_process:
+                    rebuild_weights(method, folders, i, student, log)
+                state.wait_for_everyone()
                 continue
             if (out / "DONE").exists():
                 state.wait_for_everyone()  # every process has read DONE before it goes
