@@ -216,7 +216,7 @@ def link_teacher_data(run: Path) -> None:
 
 PILOT_STEPS = 20
 TRAIN_HOURS = 45  # the plan's training budget: every run of both seeds
-# Rank 8 (4.4M parameters on the 0.5B, 40x its 110k completion tokens a curriculum epoch: Thinking
+# Rank 8 (4.4M parameters on the 0.5B, 45x the 97k completion tokens of D1+D2+D3: Thinking
 # Machines' rule of thumb for LoRA matching full fine-tuning asks for at least as many parameters as
 # completion tokens), alpha 32 (their fixed alpha, under which the best learning rate hardly depends
 # on rank). Rank 64 was planned; 8 keeps a run's state between machines to ~50 MB (PLAN.md, "Changes").
@@ -320,99 +320,135 @@ def step_train(runs: list[tuple[str, list[str]]] = RUNS):
 # optimizer, scheduler, RNG, trainer state: a resumed stage goes on exactly where it stopped). `carry`
 # copies those into CARRY, which is committed; `train` puts back what a new machine lacks.
 CARRY = ROOT / "experiments" / "runs" / "pace-decisive-carry"
-STAGE_FILES = ("heal_stage.json", "DONE", "PRUNED", "optimizer.pt", "adapter")
+# a finished stage's files, DONE last: a copy cut short is no finished stage
+STAGE_FILES = ("heal_stage.json", "PRUNED", "optimizer.pt", "adapter", "DONE")
 # a mid-stage checkpoint's tokenizer files: the student's own, not needed to resume
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
+# what a complete mid-stage checkpoint has (Trainer writes trainer_state.json last; without the optimizer
+# and scheduler it would resume with fresh ones, silently)
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def _step(path: Path) -> int:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def newest_checkpoint(partial: Path) -> Path | None:
-    """A stage's newest complete mid-stage checkpoint (Trainer writes trainer_state.json last); unlike
-    heal's own finder it deletes nothing, so it can look while training is paused mid-write."""
-    def step(path: Path) -> int:
-        tail = path.name.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else -1
-
-    for ckpt in sorted(partial.glob("checkpoint-*"), key=step, reverse=True):
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-            return ckpt
-        except (OSError, ValueError):
-            continue
+    """A stage's newest complete mid-stage checkpoint; unlike heal's own finder it deletes nothing, so
+    it can look while training is paused mid-write."""
+    for ckpt in sorted((c for c in partial.glob("checkpoint-*") if _step(c) >= 0), key=_step, reverse=True):
+        if all((ckpt / f).exists() for f in CHECKPOINT_FILES):
+            try:
+                json.loads((ckpt / "trainer_state.json").read_text())
+                return ckpt
+            except (OSError, ValueError):
+                continue
     return None
 
 
-def carried_files(run: Path) -> dict[str, Path]:
-    """Relative path -> file of what a student run's training state needs on another machine."""
-    out: dict[str, Path] = {}
+def stage_units(run: Path) -> dict[str, list[tuple[Path, str]]]:
+    """A student run's training state as units, "checkpoints/<method>/<folder>" -> [(file, path in the
+    unit)]: each finished LoRA stage (STAGE_FILES), and each unfinished stage's newest complete
+    mid-stage checkpoint with its fingerprint marker."""
+    units: dict[str, list[tuple[Path, str]]] = {}
 
-    def add(path: Path) -> None:
-        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-            out[str(f.relative_to(run))] = f
+    def files(path: Path, under: Path) -> list[tuple[Path, str]]:
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        return [(f, str(f.relative_to(under))) for f in found]
 
     for stage in sorted((run / "checkpoints").glob("*/stage-*")):
-        if stage.name.endswith(".partial") and (marker := stage / "heal_fingerprint").exists():
-            if (ckpt := newest_checkpoint(stage)):
-                add(marker)
-                for f in ckpt.iterdir():
-                    if f.name not in TOKENIZER_FILES:
-                        add(f)
-        elif stage.is_dir() and (stage / "DONE").exists() and (stage / "adapter").exists():
-            for name in STAGE_FILES:
-                if (stage / name).exists():
-                    add(stage / name)
-    return out
+        key = str(stage.relative_to(run))
+        if stage.name.endswith(".partial"):
+            done = stage.with_name(stage.name.removesuffix(".partial"))
+            ckpt = newest_checkpoint(stage)
+            if ckpt and (stage / "heal_fingerprint").exists() and not (done / "DONE").exists():
+                units[key] = [(stage / "heal_fingerprint", "heal_fingerprint")] + [
+                    (f, rel) for f, rel in files(ckpt, stage) if Path(rel).name not in TOKENIZER_FILES]
+        elif (stage / "DONE").exists() and (stage / "adapter").exists():
+            units[key] = [pair for name in STAGE_FILES if (stage / name).exists() for pair in files(stage / name, stage)]
+    return units
 
 
-def same_file(a: Path, b: Path) -> bool:
-    return b.exists() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+def put_unit(files: list[tuple[Path, str]], dest: Path) -> None:
+    """Copy a unit's files into dest, replacing what was there, through a folder beside it: a copy cut
+    short never stands where a complete one is looked for."""
+    tmp, old = dest.with_name(".incoming-" + dest.name), dest.with_name(".replaced-" + dest.name)
+    for path in (tmp, old):
+        shutil.rmtree(path, ignore_errors=True)
+    for src, rel in files:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp / rel)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def same_unit(files: list[tuple[Path, str]], dest: Path) -> bool:
+    there = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) if dest.exists() else []
+    return there == sorted(rel for _, rel in files) and all(
+        src.stat().st_size == (dest / rel).stat().st_size and src.read_bytes() == (dest / rel).read_bytes()
+        for src, rel in files)
+
+
+def merge_final(src: Path, dest: Path) -> None:
+    """checkpoints/final.json (method -> its result's folder): dest gains the methods only src has."""
+    if not src.exists():
+        return
+    have = json.loads(dest.read_text()) if dest.exists() else {}
+    if set(json.loads(src.read_text())) - set(have):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(json.loads(src.read_text()) | have, indent=2) + "\n")
 
 
 def step_carry():
-    """Copy every student run's training state (carried_files) into CARRY, replacing what was there:
-    commit CARRY afterwards. Run it while training is paused or stopped (a checkpoint being written is
-    not complete, and is skipped)."""
+    """Copy every student run's training state (stage_units, and final.json) into CARRY: commit CARRY
+    afterwards. Only forward: a finished stage replaces its mid-stage checkpoint, a newer checkpoint an
+    older one; what CARRY holds and this machine lacks stays. Run it while training is paused or
+    stopped."""
     total = 0
-    for run in sorted(p for p in STUDENTS.iterdir() if p.is_dir() and (p / "checkpoints").exists()):
-        files, dest = carried_files(run), CARRY / run.name
-        for rel, src in files.items():
-            if not same_file(src, dest / rel):
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / rel)
-        for old in sorted((p for p in dest.rglob("*") if p.is_file()), reverse=True):
-            if str(old.relative_to(dest)) not in files:
-                old.unlink()  # an older checkpoint, or a stage finished since
-        for d in sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            if not any(d.iterdir()):
-                d.rmdir()
-        size = sum(f.stat().st_size for f in files.values())
+    for run in sorted(p for p in STUDENTS.iterdir() if p.is_dir() and not p.name.startswith("pilot")):
+        dest, size = CARRY / run.name, 0
+        for key, files in stage_units(run).items():
+            size += sum(f.stat().st_size for f, _ in files)
+            if key.endswith(".partial"):
+                mine, theirs = newest_checkpoint(run / key), newest_checkpoint(dest / key) if (dest / key).exists() else None
+                if (dest / key.removesuffix(".partial") / "DONE").exists() or (theirs and _step(theirs) >= _step(mine)):
+                    continue
+            if not same_unit(files, dest / key):
+                put_unit(files, dest / key)
+                print(f"{run.name}: {key} carried")
+            if not key.endswith(".partial"):
+                shutil.rmtree(dest / (key + ".partial"), ignore_errors=True)  # the stage is done
+        merge_final(run / "checkpoints" / "final.json", dest / "checkpoints" / "final.json")
         total += size
-        print(f"{run.name}: {len(files)} files, {size / 1e6:.0f} MB")
-    print(f"carried {total / 1e6:.0f} MB into {CARRY.relative_to(ROOT)}: commit it")
+    held = sum(f.stat().st_size for f in CARRY.rglob("*") if f.is_file()) if CARRY.exists() else 0
+    print(f"{CARRY.relative_to(ROOT)}: {held / 1e6:.0f} MB ({total / 1e6:.0f} MB from this machine): commit it")
 
 
 def restore_carried(run: Path) -> None:
-    """Put back into a student run what CARRY holds and the run lacks: finished stages (their merged
-    weights are rebuilt by heal's training from the adapters) and a mid-stage checkpoint newer than
-    any the run has."""
+    """Put back into a student run what CARRY holds and the run lacks: finished stages (heal rebuilds
+    their merged weights from the adapters when the next stage or eval needs them), a mid-stage
+    checkpoint newer than any the run has, and final.json's methods."""
     src = CARRY / run.name
     if not src.exists():
         return
     for stage in sorted(src.glob("checkpoints/*/stage-*")):
-        local = run / stage.relative_to(src)
+        key, local = str(stage.relative_to(src)), run / stage.relative_to(src)
         if stage.name.endswith(".partial"):
-            done = local.with_name(local.name.removesuffix(".partial"))
             mine = newest_checkpoint(local) if local.exists() else None
             theirs = newest_checkpoint(stage)
-            step = lambda p: int(p.name.rsplit("-", 1)[1])  # noqa: E731
-            if (done / "DONE").exists() or theirs is None or (mine and step(mine) >= step(theirs)):
+            if ((local.with_name(local.name.removesuffix(".partial")) / "DONE").exists() or theirs is None
+                    or (mine and _step(mine) >= _step(theirs))):
                 continue
-            if local.exists():
-                shutil.rmtree(local)
-        elif (local / "DONE").exists():
+        elif (local / "DONE").exists() or not (stage / "DONE").exists():
             continue
-        shutil.copytree(stage, local, dirs_exist_ok=True)
-        print(f"{run.name}: {stage.relative_to(src)} restored from {CARRY.relative_to(ROOT)}")
+        # a finished stage replaces what is there (an unfinished retrain's leftover weights among them)
+        put_unit([(f, str(f.relative_to(stage))) for f in sorted(stage.rglob("*")) if f.is_file()], local)
+        print(f"{run.name}: {key} restored from {CARRY.relative_to(ROOT)}")
+    merge_final(src / "checkpoints" / "final.json", run / "checkpoints" / "final.json")
 
 
 def student_models() -> dict[str, str]:

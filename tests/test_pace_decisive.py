@@ -277,6 +277,8 @@ def test_students_move_to_a_new_machine_through_the_carried_state(exp, tmp_path,
     import torch
     from helpers import write_tiny_run
 
+    from heal.pace import ensure_weights
+
     cfg_path = write_tiny_run(tmp_path, tiny_model_dir, train={"methods": ["sft_rs"], "save_steps": 1})
     monkeypatch.chdir(tmp_path)
     for name, value in {"ROOT": tmp_path, "CONFIG": cfg_path, "STUDENTS": tmp_path / "students",
@@ -305,6 +307,8 @@ def test_students_move_to_a_new_machine_through_the_carried_state(exp, tmp_path,
             ckpt + "heal_continuous/stage-II.partial/checkpoint-1/optimizer.pt"} <= carried
     assert not any(p.endswith("model.safetensors") and "adapter" not in p for p in carried)  # no merged weights
     assert not any(p.endswith("tokenizer.json") for p in carried)
+    assert {ckpt + "heal_continuous/stage-II.partial/checkpoint-1/" + f for f in exp.CHECKPOINT_FILES} <= carried
+    assert "matched-s0/checkpoints/final.json" in carried  # sft_rs finished
 
     run = tmp_path / "students" / "matched-s0"
     sft_rs = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "sft_rs" / "stage-single",
@@ -313,14 +317,28 @@ def test_students_move_to_a_new_machine_through_the_carried_state(exp, tmp_path,
     capsys.readouterr()
     exp.step_train([("matched", ["sft_rs", "heal_continuous"])])
     said = capsys.readouterr().out.splitlines()
-    assert "sft_rs stage-single: merged weights rebuilt from its LoRA adapter" in said
     assert "resuming stage-II from checkpoint-1" in said
     assert [m.split(" (")[0].rsplit("/", 2)[-2:] for m in said if m.startswith("trained ")] == [
         ["heal_continuous", "stage-II"], ["heal_continuous", "stage-III"]]
+    models = exp.student_models()  # final.json came along: eval finds both students
+    assert set(models) == {"sft_rs.matched.s0", "heal_continuous.matched.s0"}
+    ensure_weights(Path(models["sft_rs.matched.s0"]), tiny_model_dir, log=said.append)  # what eval does first
+    assert said[-1] == "sft_rs stage-single: merged weights rebuilt from its LoRA adapter"
     rebuilt = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "sft_rs" / "stage-single",
                                                    dtype=torch.float32).state_dict()
     assert all(torch.allclose(sft_rs[k], rebuilt[k], atol=1e-6) for k in sft_rs)
-    assert set(exp.student_models()) == {"sft_rs.matched.s0", "heal_continuous.matched.s0"}
     exp.step_carry()  # the finished stage replaces the mid-stage checkpoint
     carried = {str(p.relative_to(tmp_path / "carry")) for p in (tmp_path / "carry").rglob("*") if p.is_file()}
     assert not any(".partial" in p for p in carried) and ckpt + "heal_continuous/stage-III/DONE" in carried
+
+
+def test_the_carried_state_is_not_ignored_by_git(exp):
+    """The student runs' checkpoints are ignored (gigabytes); the carried state under them is committed."""
+    import subprocess
+
+    rel = exp.CARRY.relative_to(ROOT) / "matched-s0" / "checkpoints" / "sft_rs"
+    carried = [rel / "stage-single" / "DONE", rel / "stage-single.partial" / "checkpoint-10" / "optimizer.pt"]
+    ignored = [exp.STUDENTS.relative_to(ROOT) / "matched-s0" / "checkpoints" / "sft_rs" / "stage-single" / "DONE"]
+    check = subprocess.run(["git", "check-ignore", "--no-index", *map(str, carried + ignored)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert check.stdout.split() == [str(p) for p in ignored]

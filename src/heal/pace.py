@@ -239,7 +239,8 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     if schedule:
         carried = continue_curriculum(trainer, init_model, schedule)
     result = trainer.train(resume_from_checkpoint=resume)
-    if tc.lora and state.is_main_process:
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
+    if tc.lora and state.is_main_process and not sharded:  # one process cannot gather sharded weights
         # before merging, which folds the adapter into the base weights in place. A continuous stage's
         # next stage trains it on; any stage's adapter (megabytes) rebuilds its merged weights
         # (gigabytes) on another machine: lora_base + the adapter.
@@ -318,11 +319,29 @@ def rebuild_weights(method: str, stages: list[Path], i: int, student: str, log=p
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    for path in tmp.iterdir():  # the weights go in beside the record, which stays as it is
+    # the weights go in beside the record, which stays as it is; *.safetensors last, as has_weights
+    # takes them for a complete folder
+    for path in sorted(tmp.iterdir(), key=lambda p: p.suffix == ".safetensors"):
         os.replace(path, out / path.name)
     tmp.rmdir()
     (out / PRUNED).unlink(missing_ok=True)
     log(f"{method} {out.name}: merged weights rebuilt from its LoRA adapter")
+
+
+def ensure_weights(out: Path, student: str, log=print) -> None:
+    """Give a finished stage folder (a method's result, as final.json names it) its merged weights if
+    they are missing and its LoRA adapters can make them (rebuild_weights): what eval calls before it
+    loads a student, so a run moved between machines as records and adapters rebuilds only the
+    weights that are still to be evaluated. student: the untrained student's weights folder."""
+    if has_weights(out) or not (out / "heal_stage.json").exists():
+        return
+    method = out.parent.name
+    names = ["I", "II", "III"] if len(METHODS.get(method, [])) == 3 else ["single"]
+    folders = [out.parent / f"stage-{n}" for n in names]
+    if out not in folders or not rebuildable(method, folders, folders.index(out)):
+        raise FileNotFoundError(f"{out}: its weights are missing and no LoRA adapter can rebuild them; train it "
+                                f"again (`heal train --method {method}`)")
+    rebuild_weights(method, folders, folders.index(out), student, log)
 
 
 def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print) -> int:
@@ -539,8 +558,9 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
         for i, (stage, out, tokenized, init, fingerprint) in enumerate(stages):
             if i < start:
                 log(f"{method} stage {stage['name']}: done, skipping")
-                # the stage the next one starts from, or the method's result, needs its weights
-                if i in (start - 1, len(stages) - 1) and not has_weights(out) and state.is_main_process:
+                # the stage the next one starts from needs its weights (a method's result gets them
+                # when eval needs them: ensure_weights)
+                if i == start - 1 < len(stages) - 1 and not has_weights(out) and state.is_main_process:
                     rebuild_weights(method, folders, i, student, log)
                 state.wait_for_everyone()
                 continue
