@@ -33,7 +33,7 @@ import numpy as np
 
 import heal
 from heal.evaluation import holm
-from heal.store import atomic_write_jsonl, read_jsonl
+from heal.store import atomic_write_jsonl, atomic_write_text, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "pace_decisive.yaml"
@@ -328,6 +328,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 # what a complete mid-stage checkpoint has (Trainer writes trainer_state.json last; without the optimizer
 # and scheduler it would resume with fresh ones, silently)
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 
 
 def _step(path: Path) -> int:
@@ -339,7 +340,7 @@ def newest_checkpoint(partial: Path) -> Path | None:
     """A stage's newest complete mid-stage checkpoint; unlike heal's own finder it deletes nothing, so
     it can look while training is paused mid-write."""
     for ckpt in sorted((c for c in partial.glob("checkpoint-*") if _step(c) >= 0), key=_step, reverse=True):
-        if all((ckpt / f).exists() for f in CHECKPOINT_FILES):
+        if all((ckpt / f).exists() for f in CHECKPOINT_FILES) and any((ckpt / f).exists() for f in CHECKPOINT_WEIGHTS):
             try:
                 json.loads((ckpt / "trainer_state.json").read_text())
                 return ckpt
@@ -371,6 +372,27 @@ def stage_units(run: Path) -> dict[str, list[tuple[Path, str]]]:
     return units
 
 
+def fingerprint(unit: Path) -> str | None:
+    """Which stage (data, plan, settings) a unit's state belongs to: a finished stage's record, or a
+    mid-stage checkpoint's marker. State of another fingerprint is another stage's, never newer."""
+    try:
+        if unit.name.endswith(".partial"):
+            return (unit / "heal_fingerprint").read_text()
+        return json.loads((unit / "heal_stage.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def recover_units(folder: Path) -> None:
+    """Undo what a put_unit cut short under folder: a replaced unit whose new copy never arrived goes
+    back; an incoming copy that never arrived goes."""
+    for old in folder.glob("**/.replaced-*"):
+        dest = old.with_name(old.name.removeprefix(".replaced-"))
+        os.replace(old, dest) if not dest.exists() else shutil.rmtree(old)
+    for tmp in folder.glob("**/.incoming-*"):
+        shutil.rmtree(tmp)
+
+
 def put_unit(files: list[tuple[Path, str]], dest: Path) -> None:
     """Copy a unit's files into dest, replacing what was there, through a folder beside it: a copy cut
     short never stands where a complete one is looked for."""
@@ -400,7 +422,7 @@ def merge_final(src: Path, dest: Path) -> None:
     have = json.loads(dest.read_text()) if dest.exists() else {}
     if set(json.loads(src.read_text())) - set(have):
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(json.loads(src.read_text()) | have, indent=2) + "\n")
+        atomic_write_text(dest, json.dumps(json.loads(src.read_text()) | have, indent=2) + "\n")
 
 
 def step_carry():
@@ -409,14 +431,21 @@ def step_carry():
     older one; what CARRY holds and this machine lacks stays. Run it while training is paused or
     stopped."""
     total = 0
+    if CARRY.exists():
+        recover_units(CARRY)
     for run in sorted(p for p in STUDENTS.iterdir() if p.is_dir() and not p.name.startswith("pilot")):
         dest, size = CARRY / run.name, 0
         for key, files in stage_units(run).items():
             size += sum(f.stat().st_size for f, _ in files)
             if key.endswith(".partial"):
-                mine, theirs = newest_checkpoint(run / key), newest_checkpoint(dest / key) if (dest / key).exists() else None
-                if (dest / key.removesuffix(".partial") / "DONE").exists() or (theirs and _step(theirs) >= _step(mine)):
-                    continue
+                mine = run / key
+                done, theirs = dest / key.removesuffix(".partial"), dest / key
+                if (done / "DONE").exists() and fingerprint(done) == fingerprint(mine):
+                    continue  # the stage is done elsewhere
+                newest = newest_checkpoint(theirs) if theirs.exists() else None
+                if newest and fingerprint(theirs) == fingerprint(mine) and _step(newest) >= _step(newest_checkpoint(mine)):
+                    continue  # as far or further elsewhere
+                shutil.rmtree(done, ignore_errors=True)  # another fingerprint's: this stage trains anew
             if not same_unit(files, dest / key):
                 put_unit(files, dest / key)
                 print(f"{run.name}: {key} carried")
@@ -435,20 +464,32 @@ def restore_carried(run: Path) -> None:
     src = CARRY / run.name
     if not src.exists():
         return
+    recover_units(src)
     for stage in sorted(src.glob("checkpoints/*/stage-*")):
         key, local = str(stage.relative_to(src)), run / stage.relative_to(src)
         if stage.name.endswith(".partial"):
+            done = local.with_name(local.name.removesuffix(".partial"))
             mine = newest_checkpoint(local) if local.exists() else None
             theirs = newest_checkpoint(stage)
-            if ((local.with_name(local.name.removesuffix(".partial")) / "DONE").exists() or theirs is None
-                    or (mine and _step(mine) >= _step(theirs))):
+            if ((done / "DONE").exists() and fingerprint(done) == fingerprint(stage)) or theirs is None:
                 continue
+            if mine and (fingerprint(local) != fingerprint(stage) or _step(mine) >= _step(theirs)):
+                continue  # this machine's own progress (heal's training tells which fingerprint is current)
         elif (local / "DONE").exists() or not (stage / "DONE").exists():
             continue
         # a finished stage replaces what is there (an unfinished retrain's leftover weights among them)
         put_unit([(f, str(f.relative_to(stage))) for f in sorted(stage.rglob("*")) if f.is_file()], local)
         print(f"{run.name}: {key} restored from {CARRY.relative_to(ROOT)}")
     merge_final(src / "checkpoints" / "final.json", run / "checkpoints" / "final.json")
+
+
+def restore_students() -> None:
+    """restore_carried for every student run CARRY holds (eval and analyze on a new machine)."""
+    for budget in ("matched", "paper"):
+        for seed in SEEDS:
+            if (CARRY / student_run(budget, seed).name).exists():
+                link_teacher_data(student_run(budget, seed))
+                restore_carried(student_run(budget, seed))
 
 
 def student_models() -> dict[str, str]:
@@ -467,6 +508,7 @@ def student_models() -> dict[str, str]:
 def step_eval():
     """Every trained student (and the untrained one as `base`) on the test set, beside the teacher."""
     step_testset()
+    restore_students()
     models = {**student_models(), "base": config().train.student}
     heal.evaluate(config(), models=models)
     print(f"evaluated: {', '.join(models)}")
@@ -705,6 +747,7 @@ def step_analyze():
     from heal.evaluation import model_tag, teacher_tiers
     from heal.records import tier_index
 
+    restore_students()
     cfg = config()
     run = ROOT / cfg.output_dir
     # Only the records of each model's current weights (a retrained student's old records stay in the

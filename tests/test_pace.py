@@ -235,6 +235,8 @@ def test_lora_stages_keep_their_adapters_and_rebuild_missing_weights(tmp_path, t
     assert f"{method} stage-III: merged weights rebuilt from its LoRA adapter" in said
     # heal's stage III sits on stage II's merged weights, which sit on stage I's: both rebuilt first
     assert sum("rebuilt" in m for m in said) == (3 if method == "heal" else 1)
+    for s in ("I", "II"):  # rebuilt on the way only: deleted again, as keep_stage_weights says
+        assert (ckpt / f"stage-{s}" / PRUNED).exists() and not (ckpt / f"stage-{s}" / "model.safetensors").exists()
     rebuilt = AutoModelForCausalLM.from_pretrained(ckpt / "stage-III", dtype=torch.float32).state_dict()
     assert all(torch.allclose(trained[k], rebuilt[k], atol=1e-6) for k in trained)
     (ckpt / "stage-III" / "DONE").unlink()  # stage III must train again

@@ -4,6 +4,7 @@ and are not repeated here."""
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -342,3 +343,47 @@ def test_the_carried_state_is_not_ignored_by_git(exp):
     check = subprocess.run(["git", "check-ignore", "--no-index", *map(str, carried + ignored)], cwd=ROOT,
                            capture_output=True, text=True)
     assert check.stdout.split() == [str(p) for p in ignored]
+
+
+def test_carry_moves_only_forward_within_a_fingerprint(exp, tmp_path, monkeypatch):
+    """A stage's state of another fingerprint (other data or settings) is never taken for newer or older
+    progress: the machine training the stage now carries its own checkpoint over a stale finished stage
+    or a further checkpoint of the old fingerprint, and a restore leaves a machine's own progress be."""
+    monkeypatch.setattr(exp, "STUDENTS", tmp_path / "students")
+    monkeypatch.setattr(exp, "CARRY", tmp_path / "carry")
+    monkeypatch.setattr(exp, "ROOT", tmp_path)
+    unit = "matched-s0/checkpoints/sft_rs/stage-single"
+
+    def partial(root: Path, marker: str, step: int) -> Path:
+        shutil.rmtree(root / (unit + ".partial"), ignore_errors=True)
+        ckpt = root / (unit + ".partial") / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt.parent / "heal_fingerprint").write_text(marker)
+        for f in exp.CHECKPOINT_FILES[1:] + ("adapter_model.safetensors",):
+            (ckpt / f).write_bytes(marker.encode())
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        return ckpt.parent
+
+    done = tmp_path / "carry" / unit  # finished elsewhere, under settings since changed
+    (done / "adapter").mkdir(parents=True)
+    (done / "DONE").write_text("ok\n")
+    (done / "heal_stage.json").write_text(json.dumps({"fingerprint": "F1"}))
+    partial(tmp_path / "students", "F2", 5)
+    exp.step_carry()
+    assert not done.exists() and exp.fingerprint(tmp_path / "carry" / (unit + ".partial")) == "F2"
+    partial(tmp_path / "carry", "F1", 50)  # an old fingerprint's further checkpoint
+    exp.step_carry()
+    assert exp.newest_checkpoint(tmp_path / "carry" / (unit + ".partial")).name == "checkpoint-5"
+    partial(tmp_path / "carry", "F2", 9)  # the same fingerprint, further: kept
+    exp.step_carry()
+    assert exp.newest_checkpoint(tmp_path / "carry" / (unit + ".partial")).name == "checkpoint-9"
+    partial(tmp_path / "students", "F3", 2)  # restore keeps this machine's own progress
+    exp.restore_carried(tmp_path / "students" / "matched-s0")
+    assert exp.fingerprint(tmp_path / "students" / (unit + ".partial")) == "F3"
+    shutil.rmtree(tmp_path / "students" / (unit + ".partial"))  # a new machine takes the carried one
+    exp.restore_carried(tmp_path / "students" / "matched-s0")
+    assert exp.newest_checkpoint(tmp_path / "students" / (unit + ".partial")).name == "checkpoint-9"
+    carried = tmp_path / "carry" / (unit + ".partial")  # a carry cut between its two renames
+    os.replace(carried, carried.with_name(".replaced-" + carried.name))
+    exp.recover_units(tmp_path / "carry")
+    assert exp.newest_checkpoint(carried).name == "checkpoint-9"

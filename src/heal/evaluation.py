@@ -586,10 +586,9 @@ def run_eval(cfg: RunConfig, models: dict[str, str] | None = None, progress: boo
             log(f"eval {name}: done, skipping")
             continue  # no model load (its engine need not even be installed here)
         if name != TEACHER and Path(path).is_dir():  # a LoRA run moved without its merged weights
-            from heal.models import resolve
             from heal.pace import ensure_weights
 
-            ensure_weights(Path(path), resolve(cfg.train.student).hf, log)
+            ensure_weights(Path(path), cfg.train.student, log)
         mc = cfg.teacher if name == TEACHER else student_config(cfg, student_weights(cfg, path, log))
         with local_engine(cfg, mc) as engine:  # one load for every benchmark (None: Ray workers load it)
             for b, ps in work:

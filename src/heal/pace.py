@@ -332,16 +332,23 @@ def ensure_weights(out: Path, student: str, log=print) -> None:
     """Give a finished stage folder (a method's result, as final.json names it) its merged weights if
     they are missing and its LoRA adapters can make them (rebuild_weights): what eval calls before it
     loads a student, so a run moved between machines as records and adapters rebuilds only the
-    weights that are still to be evaluated. student: the untrained student's weights folder."""
+    weights that are still to be evaluated. student: the untrained student (an alias or its folder;
+    resolved only for a rebuild)."""
     if has_weights(out) or not (out / "heal_stage.json").exists():
         return
+    from heal.models import resolve
+
     method = out.parent.name
     names = ["I", "II", "III"] if len(METHODS.get(method, [])) == 3 else ["single"]
     folders = [out.parent / f"stage-{n}" for n in names]
     if out not in folders or not rebuildable(method, folders, folders.index(out)):
         raise FileNotFoundError(f"{out}: its weights are missing and no LoRA adapter can rebuild them; train it "
                                 f"again (`heal train --method {method}`)")
-    rebuild_weights(method, folders, folders.index(out), student, log)
+    pruned = [f for f in folders if f != out and (f / PRUNED).exists()]
+    rebuild_weights(method, folders, folders.index(out), resolve(student).hf, log)
+    for folder in pruned:  # rebuilt only on the way to `out`: deleted again, as train.keep_stage_weights said
+        if has_weights(folder):
+            prune_stage(folder)
 
 
 def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print) -> int:
