@@ -83,6 +83,29 @@ def test_run_lock_is_reentrant_in_one_process_and_released_on_kill(tmp_path):
         pass
 
 
+def test_a_refusal_names_a_holder_that_has_not_written_its_pid_yet(tmp_path):
+    """The holder takes the lock, then writes its pid: a second process that comes in between waits a
+    moment for the pid instead of saying "another process" (CI saw that race once)."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, time
+        f = open({str(tmp_path / ".heal.lock")!r}, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("locked", flush=True)
+        time.sleep(0.3)
+        f.write(f"pid {{os.getpid()}} (heal sample)\\n")
+        f.flush()
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_readers_count_a_duplicated_key_once(tmp_path):
     from heal.config import RunConfig
     from heal.stage0 import summarize

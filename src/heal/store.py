@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,8 +73,14 @@ def run_lock(run_dir: str | os.PathLike, what: str = "heal"):
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+        holder = ""
+        for _ in range(20):  # the holder writes its pid just after it takes the lock: give it a moment
+            f.seek(0)
+            holder = f.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
+        holder = holder or "another process"
         f.close()
         raise RunLocked(f"{run_dir} is being written by {holder}; wait for it to finish (or stop it) "
                         f"before running `{what}` on the same output_dir") from None
