@@ -239,8 +239,7 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
     if schedule:
         carried = continue_curriculum(trainer, init_model, schedule)
     result = trainer.train(resume_from_checkpoint=resume)
-    sharded = any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
-    if tc.lora and state.is_main_process and not sharded:  # one process cannot gather sharded weights
+    if tc.lora and state.is_main_process and not sharded():  # one process cannot gather sharded weights
         # before merging, which folds the adapter into the base weights in place. A continuous stage's
         # next stage trains it on; any stage's adapter (megabytes) rebuilds its merged weights
         # (gigabytes) on another machine: lora_base + the adapter.
@@ -281,6 +280,11 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
         log(f"trained {out_dir} ({len(train_rows)} examples, {meta['steps']} steps, loss {train_loss:.4f})")
     state.wait_for_everyone()
     return meta
+
+
+def sharded() -> bool:
+    """Whether `accelerate launch` shards the model (FSDP / ZeRO): what it sets from such a config."""
+    return any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
 
 
 PRUNED = "PRUNED"  # a finished stage whose weights were deleted (train.keep_stage_weights: false)
@@ -537,8 +541,7 @@ def run_train(cfg: RunConfig, methods: list[str] | None = None, log=print) -> di
     student_format = reasoning.resolve(cfg.train.reasoning or cfg.teacher.reasoning, student_tok)
     data = {name: list(read_jsonl(run_dir / "data" / f"{name}.jsonl")) for name in sizes}
     methods = methods or cfg.train.methods
-    sharded = any(os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED"))
-    if CONTINUOUS & set(methods) and sharded:  # what `accelerate launch` sets from an FSDP / ZeRO config
+    if CONTINUOUS & set(methods) and sharded():  # what `accelerate launch` sets from an FSDP / ZeRO config
         raise ValueError(f"{sorted(CONTINUOUS & set(methods))} carry the optimizer between stages on one process "
                          "or DDP; under FSDP / DeepSpeed train `heal` instead")
     final = run_dir / "checkpoints" / "final.json"
