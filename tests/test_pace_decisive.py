@@ -22,6 +22,13 @@ def exp():
     return mod
 
 
+@pytest.fixture(autouse=True)
+def no_real_carried_state(exp, tmp_path, monkeypatch):
+    """The committed experiments/runs/pace-decisive-carry holds real students: a test that runs the
+    experiment's steps on a tiny run must never read (or write) it."""
+    monkeypatch.setattr(exp, "CARRY", tmp_path / "carry")
+
+
 def test_contrast_exact_sign_flip_and_bootstrap(exp):
     rng = np.random.default_rng(0)
     c = exp.contrast({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 0.0, "b": 0.0, "c": 0.0, "x": 1.0}, rng)
@@ -333,10 +340,11 @@ def test_students_move_to_a_new_machine_through_the_carried_state(exp, tmp_path,
     assert not any(".partial" in p for p in carried) and ckpt + "heal_continuous/stage-III/DONE" in carried
 
 
-def test_the_carried_state_is_not_ignored_by_git(exp):
+def test_the_carried_state_is_not_ignored_by_git(exp, monkeypatch):
     """The student runs' checkpoints are ignored (gigabytes); the carried state under them is committed."""
     import subprocess
 
+    monkeypatch.undo()  # the real CARRY path (only git looks at it; nothing is read or written)
     rel = exp.CARRY.relative_to(ROOT) / "matched-s0" / "checkpoints" / "sft_rs"
     carried = [rel / "stage-single" / "DONE", rel / "stage-single.partial" / "checkpoint-10" / "optimizer.pt"]
     ignored = [exp.STUDENTS.relative_to(ROOT) / "matched-s0" / "checkpoints" / "sft_rs" / "stage-single" / "DONE"]
