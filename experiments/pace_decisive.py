@@ -33,6 +33,7 @@ import numpy as np
 
 import heal
 from heal.evaluation import holm
+from heal.pace import checkpoint_step, checkpoints_newest_first
 from heal.store import atomic_write_jsonl, atomic_write_text, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,15 +332,11 @@ CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 
 
-def _step(path: Path) -> int:
-    tail = path.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
 def newest_checkpoint(partial: Path) -> Path | None:
     """A stage's newest complete mid-stage checkpoint; unlike heal's own finder it deletes nothing, so
-    it can look while training is paused mid-write."""
-    for ckpt in sorted((c for c in partial.glob("checkpoint-*") if _step(c) >= 0), key=_step, reverse=True):
+    it can look while training is paused mid-write, and it also wants the optimizer, scheduler and
+    weights files (a carried copy must resume exactly, not with fresh ones)."""
+    for ckpt in checkpoints_newest_first(partial):
         if all((ckpt / f).exists() for f in CHECKPOINT_FILES) and any((ckpt / f).exists() for f in CHECKPOINT_WEIGHTS):
             try:
                 json.loads((ckpt / "trainer_state.json").read_text())
@@ -443,7 +440,8 @@ def step_carry():
                 if (done / "DONE").exists() and fingerprint(done) == fingerprint(mine):
                     continue  # the stage is done elsewhere
                 newest = newest_checkpoint(theirs) if theirs.exists() else None
-                if newest and fingerprint(theirs) == fingerprint(mine) and _step(newest) >= _step(newest_checkpoint(mine)):
+                ahead = newest and checkpoint_step(newest) >= checkpoint_step(newest_checkpoint(mine))
+                if ahead and fingerprint(theirs) == fingerprint(mine):
                     continue  # as far or further elsewhere
                 shutil.rmtree(done, ignore_errors=True)  # another fingerprint's: this stage trains anew
             if not same_unit(files, dest / key):
@@ -473,7 +471,7 @@ def restore_carried(run: Path) -> None:
             theirs = newest_checkpoint(stage)
             if ((done / "DONE").exists() and fingerprint(done) == fingerprint(stage)) or theirs is None:
                 continue
-            if mine and (fingerprint(local) != fingerprint(stage) or _step(mine) >= _step(theirs)):
+            if mine and (fingerprint(local) != fingerprint(stage) or checkpoint_step(mine) >= checkpoint_step(theirs)):
                 continue  # this machine's own progress (heal's training tells which fingerprint is current)
         elif (local / "DONE").exists() or not (stage / "DONE").exists():
             continue

@@ -383,16 +383,25 @@ def first_stage_to_train(method: str, stages: list[tuple[Path, str]], log=print)
     return start
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of Trainer's checkpoint folder checkpoint-<step>; -1 for any other name."""
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def checkpoints_newest_first(folder: Path) -> list[Path]:
+    """Trainer's mid-stage checkpoint folders in `folder`, the latest step first."""
+    found = (c for c in folder.glob("checkpoint-*") if c.is_dir() and checkpoint_step(c) >= 0)
+    return sorted(found, key=checkpoint_step, reverse=True)
+
+
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest mid-stage checkpoint Trainer finished writing (trainer_state.json is its last file);
     newer ones a kill cut short are deleted. Resuming from a cut one would load its weights and then,
     finding no state, train the whole stage again on top of them (or fail on a cut optimizer.pt)."""
     from accelerate import PartialState
 
-    def step(path: Path) -> int:
-        return int(path.name.rsplit("-", 1)[1]) if path.name.rsplit("-", 1)[-1].isdigit() else -1
-
-    for ckpt in sorted((c for c in folder.glob("checkpoint-*") if c.is_dir() and step(c) >= 0), key=step, reverse=True):
+    for ckpt in checkpoints_newest_first(folder):
         try:
             json.loads((ckpt / "trainer_state.json").read_text())
             return str(ckpt)
