@@ -34,7 +34,7 @@ import numpy as np
 import heal
 from heal.evaluation import holm
 from heal.pace import checkpoint_step, checkpoints_newest_first
-from heal.store import atomic_write_jsonl, atomic_write_text, read_jsonl
+from heal.store import atomic_write_jsonl, atomic_write_text, read_jsonl, read_store
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "experiments" / "pace_decisive.yaml"
@@ -610,6 +610,17 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
     tiers = tiers or {}
     rng = np.random.default_rng(seed)
     pp = per_problem(evals, n_samples)
+    cells = scored_cells(evals, n_samples)
+
+    def coverage(name: str) -> dict:
+        """Which seeds a model has records of, and whether it has all n samples of every test problem
+        for every planned seed (SEEDS; teacher and base: none): only then can a contrast decide."""
+        have = cells.get(name, {})
+        seeds = sorted({s for per in have.values() for s in per})
+        want = [f"s{s}" for s in SEEDS] if name.count(".") == 1 else ["-"]
+        full = (seeds == want and set(have) == set(splits)
+                and all(len(rs) == n_samples for per in have.values() for rs in per.values()))
+        return {"seeds": [s for s in seeds if s != "-"], "complete": full}
 
     def mean_se(values: list[float]) -> dict:
         v = np.asarray(values)
@@ -622,7 +633,7 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
                "per_split": {s: mean_se([x for p, x in v.items() if splits.get(p) == s])
                              for s in sorted(set(splits.values()))},
                "per_tier": {t: mean_se([x for p, x in v.items() if tiers.get(p) == t]) for t in tier_names}}
-               for name, v in sorted(pp.items())}}
+               | coverage(name) for name, v in sorted(pp.items())}}
 
     for name, d in describe(evals, n_samples, splits).items():
         out["models"][name]["describe"] = d
@@ -637,7 +648,10 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
 
     prim = one(*PRIMARY)
     if prim.get("se") is not None:
-        prim["decided"] = prim["se"] <= 0.025
+        # the plan decides on every test problem, every sample and both seeds of both students: a
+        # partial evaluation (interrupted, or a seed not trained yet) is reported, never decided
+        prim["incomplete"] = [m for m in PRIMARY if not out["models"][m]["complete"]]
+        prim["decided"] = prim["se"] <= 0.025 and not prim["incomplete"]
     out["primary"] = {"contrast": " - ".join(PRIMARY), **prim}
     sec = [{"contrast": " - ".join(pair), **one(*pair)} for pair in SECONDARY]
     tested = [c for c in sec if c.get("p_sign_flip") is not None]
@@ -665,7 +679,9 @@ def analysis_markdown(out: dict) -> str:
              "over problems, ± its SE over problems.", "",
              "| model | all | " + " | ".join(splits) + " |", "|---" * (2 + len(splits)) + "|"]
     for name, m in out["models"].items():
-        cells = [f"{_f(m['mean'])} ± {_f(m['se'])} ({m['problems']})"]
+        cells = [f"{_f(m['mean'])} ± {_f(m['se'])} ({m['problems']}"
+                 + (f"; seeds {', '.join(m['seeds'])}" if m.get("seeds") else "")
+                 + ("" if m.get("complete", True) else "; incomplete") + ")"]
         cells += [f"{_f(m['per_split'][s]['mean'])} ± {_f(m['per_split'][s]['se'])}" for s in splits]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     tier_names = list(out.get("tiers") or {})
@@ -688,7 +704,7 @@ def analysis_markdown(out: dict) -> str:
                          f"{d['mean_tokens']:.0f} | {_f(d['truncation_rate'])} | {_f(d['verified_share_of_correct'])} |")
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
-              "Holm-adjusted over the four.", "",
+              f"Holm-adjusted over the {sum(c.get('p_holm') is not None for c in out['secondary'])} with records.", "",
               "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
               + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
     for c in [out["primary"] | {"role": "primary"}] + [c | {"role": "secondary"} for c in out["secondary"]]:
@@ -701,7 +717,11 @@ def analysis_markdown(out: dict) -> str:
                      f"{_p(c['p_bootstrap'])} | {_p(c['p_sign_flip'])} | {_p(c.get('p_holm'))} | "
                      + " | ".join(_f(c["per_split"][s]["diff"]) for s in splits) + " |")
     p = out["primary"]
-    if p.get("se") is not None:
+    if p.get("se") is not None and p.get("incomplete"):
+        lines += ["", f"Primary contrast not decided: the records of {', '.join(p['incomplete'])} are incomplete "
+                      f"(the plan decides on every test problem x {n} samples x seeds "
+                      f"{', '.join(f's{s}' for s in SEEDS)}); SE so far {_f(p['se'])}."]
+    elif p.get("se") is not None:
         lines += ["", f"Primary contrast {'decided' if p['decided'] else 'not decided'}: SE {_f(p['se'])} "
                       f"({'<=' if p['decided'] else '>'} 0.025)."]
     return "\n".join(lines) + "\n"
@@ -751,7 +771,7 @@ def step_analyze():
     # Only the records of each model's current weights (a retrained student's old records stay in the
     # store, under their own tag).
     tags = {"teacher": "teacher", "base": "base"} | {name: model_tag(path) for name, path in student_models().items()}
-    records = [r for r in read_jsonl(run / "eval" / "evals.jsonl") if r.get("tag") == tags.get(r["model"])]
+    records = [r for r in read_store(run / "eval" / "evals.jsonl") if r.get("tag") == tags.get(r["model"])]
     splits = {r["id"]: split_of(r["id"]) for r in read_jsonl(run / "eval" / "problems.jsonl")}
     tier_recs = [r for r in records if r["model"] == "teacher" and tier_index(r["sample"]) is not None
                  and tier_index(r["sample"]) < cfg.eval.tier_samples]
@@ -784,7 +804,7 @@ def step_status():
     print(f"pilot:         {json.loads(pilot.read_text())['ood_family'] if pilot.exists() else 'not done'}"
           f" ({_lines(ROOT / PILOT_DIR / 'samples.jsonl')} of {3 * 40 * 4} samples)")
     print(f"testset:       {_lines(TEST_FILE)} problems")
-    evals = list(read_jsonl(run / "eval" / "evals.jsonl")) if (run / "eval" / "evals.jsonl").exists() else []
+    evals = list(read_store(run / "eval" / "evals.jsonl")) if (run / "eval" / "evals.jsonl").exists() else []
     per_model: dict[str, int] = defaultdict(int)
     for r in evals:
         per_model[r["model"]] += 1

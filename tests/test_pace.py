@@ -215,6 +215,7 @@ def test_lora_stages_keep_their_adapters_and_rebuild_missing_weights(tmp_path, t
     it needs from them, the same weights training wrote, and trains nothing again."""
     from transformers import AutoModelForCausalLM
 
+    from heal.evaluation import model_tag
     from heal.pace import ADAPTER_DIR, PRUNED, ensure_weights, run_train
 
     cfg = load_config(write_tiny_run(tmp_path, tiny_model_dir, {
@@ -225,6 +226,7 @@ def test_lora_stages_keep_their_adapters_and_rebuild_missing_weights(tmp_path, t
         assert sorted(p.name for p in (ckpt / f"stage-{s}").iterdir()) == [
             "DONE", PRUNED, ADAPTER_DIR, "heal_stage.json"]
     trained = AutoModelForCausalLM.from_pretrained(ckpt / "stage-III", dtype=torch.float32).state_dict()
+    tag, fingerprint = model_tag(ckpt / "stage-III"), json.loads((ckpt / "stage-III" / "heal_stage.json").read_text())["fingerprint"]
     for path in (ckpt / "stage-III").iterdir():  # only the record and the adapter are left
         if path.name not in ("DONE", ADAPTER_DIR, "heal_stage.json"):
             path.unlink()
@@ -239,9 +241,13 @@ def test_lora_stages_keep_their_adapters_and_rebuild_missing_weights(tmp_path, t
         assert (ckpt / f"stage-{s}" / PRUNED).exists() and not (ckpt / f"stage-{s}" / "model.safetensors").exists()
     rebuilt = AutoModelForCausalLM.from_pretrained(ckpt / "stage-III", dtype=torch.float32).state_dict()
     assert all(torch.allclose(trained[k], rebuilt[k], atol=1e-6) for k in trained)
+    assert model_tag(ckpt / "stage-III") == tag  # the same weights: their evaluation records still count
     (ckpt / "stage-III" / "DONE").unlink()  # stage III must train again
     said = []
     run_train(cfg, log=said.append)
+    # trained again from the same inputs: the same fingerprint, but other weights, other records
+    assert json.loads((ckpt / "stage-III" / "heal_stage.json").read_text())["fingerprint"] == fingerprint
+    assert model_tag(ckpt / "stage-III") not in (tag, fingerprint) and model_tag(ckpt / "stage-III").startswith(fingerprint)
     trained_again = [m.split(" (")[0].removeprefix(f"trained {ckpt}/") for m in said if m.startswith("trained ")]
     # heal's starts from stage II's rebuilt weights; heal_continuous's also needs stage II's optimizer
     # state, which pruning deleted: its curriculum trains again from the start

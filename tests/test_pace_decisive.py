@@ -84,10 +84,11 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
                               "correct": i % 4 != 0, "pred": "1", "n_tokens": 100})
                 evals.append({"model": f"sft_rs.matched.s{seed}", "problem_id": pid, "sample": j, "correct": i % 2 == 0,
                               "pred": "1", "n_tokens": 50})
-    splits = {f"t{i}@{s}": s for i in range(40) for s in ("ood", "in_dist")}
+    splits = {f"t{i}@{'ood' if i % 2 else 'in_dist'}" for i in range(40)}
     tiers = {f"t{i}@{'ood' if i % 2 else 'in_dist'}": "corner" if i < 10 else "solved" for i in range(40)}
     out = exp.analyze(evals, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)
     p = out["primary"]
+    assert p["incomplete"] == [] and out["models"]["sft_rs.matched"]["seeds"] == ["s0", "s1"]
     assert p["contrast"] == "heal_continuous.matched - sft_rs.matched" and p["problems"] == 40
     assert p["diff"] == pytest.approx(0.75 - 0.5) and p["decided"] is (p["se"] <= 0.025)
     assert set(p["per_split"]) == {"in_dist", "ood"} and p["per_split"]["ood"]["diff"] == 1.0
@@ -105,6 +106,26 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert "not yet: no records of star.matched" in md and "**" not in md
     assert "| sft_rs.matched | ood | 20 | 0.000 | 0.000 | 50 | 0.000 | - |" in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
+
+
+def test_the_primary_decides_only_on_complete_records_of_both_seeds(exp):
+    """SE 0 is decided once every problem has all its samples from both seeds of both students; a
+    missing sample, a missing seed or a missing problem leaves it undecided, and the report says why."""
+    def records(seeds=(0, 1), problems=6, n=2):
+        return [{"model": f"{m}.matched.s{seed}", "problem_id": f"t{i}@ood", "sample": j, "correct": m == "heal_continuous",
+                 "pred": "1", "n_tokens": 10}
+                for m in ("heal_continuous", "sft_rs") for seed in seeds for i in range(problems) for j in range(n)]
+
+    splits = {f"t{i}@ood": "ood" for i in range(6)}
+    full = exp.analyze(records(), 2, splits)
+    assert full["primary"]["se"] == 0.0 and full["primary"]["decided"] is True
+    for partial in (records()[:-1], records(seeds=(0,)), records(problems=5)):
+        out = exp.analyze(partial, 2, splits)
+        assert out["primary"]["se"] == 0.0 and out["primary"]["decided"] is False
+        assert "sft_rs.matched" in out["primary"]["incomplete"] and not out["models"]["sft_rs.matched"]["complete"]
+        said = exp.analysis_markdown(out).split("Primary contrast not decided: the records of ")[1].split(" are incomplete")[0]
+        assert said == ", ".join(out["primary"]["incomplete"])
+    assert exp.analyze(records(seeds=(0,)), 2, splits)["models"]["sft_rs.matched"]["seeds"] == ["s0"]
 
 
 def test_contrast_plot_writes_a_png(exp, tmp_path):
@@ -258,8 +279,11 @@ def test_step_analyze_reads_only_current_weights_records_and_tiers_from_tier_sam
             rows.append({"model": "heal_continuous.matched.s0", "tag": "old", "problem_id": pid, "sample": j,
                          "correct": False})  # records of weights retrained since
     for r in rows:  # fields every eval record has
-        r |= {"pred": None, "n_tokens": 10, "truncated": False}
-    (run / "eval" / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        r |= {"key": f"{r['model']}@{r['tag']}/{r['problem_id']}/{r['sample']}", "pred": None, "n_tokens": 10,
+              "truncated": False}
+    rows.append(rows[-2] | {"correct": False})  # a duplicated key: the first copy counts, as in the store
+    # the last line still being written by an evaluation that runs meanwhile
+    (run / "eval" / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"key": "sft_rs.ma')
     (run / "eval" / "problems.jsonl").write_text("".join(json.dumps({"id": p}) + "\n" for p in pids))
     monkeypatch.setattr(exp, "CONFIG", cfg_path)
     monkeypatch.setattr(exp, "ROOT", tmp_path)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from heal.store import JsonlStore, StoreError, atomic_write_text, read_jsonl
+from heal.store import JsonlStore, StoreError, atomic_write_text, read_jsonl, read_store
 
 
 def test_append_dedup_and_resume(tmp_path):
@@ -20,6 +20,21 @@ def test_partial_last_line_is_dropped(tmp_path):
     assert s.done() == {"a"}
     s.append([{"key": "b"}])
     assert [r["key"] for r in read_jsonl(p)] == ["a", "b"]
+
+
+def test_a_reader_skips_the_record_a_writer_is_still_writing_and_changes_nothing(tmp_path):
+    """A store read while another process appends to it (an analysis during an evaluation): the
+    unfinished last line is not a record yet, and only its writer may drop it."""
+    p = tmp_path / "s.jsonl"
+    text = json.dumps({"key": "a"}) + "\n" + json.dumps({"key": "a", "v": 2}) + "\n" + '{"key": "b", "te'
+    p.write_text(text)
+    assert list(read_store(p)) == [{"key": "a"}]
+    assert p.read_text() == text
+    with pytest.raises(StoreError, match=r"s\.jsonl:3: not valid JSON"):  # not a store: a broken file
+        list(read_jsonl(p))
+    p.write_text('{"key": "a"}\nnot json\n{"key": "c"}')  # a finished line that is broken is still named
+    with pytest.raises(StoreError, match=r"s\.jsonl:2: not valid JSON"):
+        list(read_store(p))
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

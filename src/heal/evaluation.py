@@ -321,10 +321,14 @@ def pin_eval_settings(cfg: RunConfig, bench: Benchmark | None = None) -> None:
 
 
 def model_tag(path: str) -> str:
-    """Which weights a name stands for: a retrained checkpoint gets new eval records."""
+    """Which weights a name stands for: a retrained checkpoint gets new eval records. The stage's
+    fingerprint (its inputs) and its training's id (stages trained before heal recorded one: the
+    fingerprint alone); weights rebuilt from the stage's adapter keep both."""
     meta = Path(path) / "heal_stage.json"
     if meta.exists():
-        return json.loads(meta.read_text()).get("fingerprint") or "ckpt"
+        record = json.loads(meta.read_text())
+        fingerprint, trained = record.get("fingerprint") or "ckpt", record.get("trained_id")
+        return f"{fingerprint}.{trained[:12]}" if trained else fingerprint
     return "base"
 
 

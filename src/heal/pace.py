@@ -26,6 +26,7 @@ import math
 import os
 import random
 import shutil
+import uuid
 from pathlib import Path
 
 from heal.config import RunConfig, echo_config
@@ -258,6 +259,10 @@ def train_stage(init_model: str, train_rows: list[dict], out_dir: Path, cfg: Run
             "steps_run": trainer.state.global_step - resumed_at,  # by this call: train_runtime_s's steps
             "train_loss": train_loss, "loss_curve": losses, "lr_curve": lrs, "stage": stage,
             "seed": seed, "fingerprint": stage.get("fingerprint"), "processes": state.num_processes,
+            # which training made these weights: the fingerprint names the inputs, and a stage trained
+            # again from the same inputs (elsewhere, or after losing it) is not bit-identical, so its
+            # evaluation records must not be pooled with the first one's (heal.evaluation.model_tag)
+            "trained_id": uuid.uuid4().hex,
             # wall seconds of this process's training (a resumed stage: its last part only, the
             # steps_run steps): what a budget is planned from
             "train_runtime_s": result.metrics.get("train_runtime")}

@@ -144,21 +144,27 @@ def _unpack(rec: dict) -> dict:
     return rec
 
 
-def _parsed(path, unpack: bool = True) -> Iterator[tuple[int, dict]]:
+def _parsed(path, unpack: bool = True, store: bool = False) -> Iterator[tuple[int, dict]]:
     """(line number, object) of a JSONL file; bad JSON, bad UTF-8 or a non-object is a StoreError
     naming file:line. Lines are decoded one by one so the error can say which line. `unpack`:
-    packed per-token floats become lists (off to copy records as they are stored)."""
+    packed per-token floats become lists (off to copy records as they are stored). `store`: an
+    unfinished last line (no newline, not JSON) is a record being written, or cut by a kill, which
+    the store's writer drops when it reopens: skipped, so a store can be read while it grows."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
+                if store and not raw.endswith(b"\n"):
+                    return
                 raise StoreError(f"{path}:{lineno}: not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
+                if store and not raw.endswith(b"\n"):
+                    return
                 raise StoreError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(rec, dict):
                 raise StoreError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
@@ -173,7 +179,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
 
 def _lines(path, unpack: bool = True) -> Iterator[tuple[int, dict]]:
     """(line number, record) of a store; a record without a string `key` is a StoreError naming its line."""
-    for lineno, rec in _parsed(path, unpack):
+    for lineno, rec in _parsed(path, unpack, store=True):
         if not isinstance(rec.get("key"), str):
             raise StoreError(f"{path}:{lineno}: a store record needs a string 'key'")
         yield lineno, rec
