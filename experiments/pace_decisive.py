@@ -520,12 +520,12 @@ SECONDARY = [("star.matched", "sft_rs.matched"), ("heal_no_curriculum.matched", 
              ("heal.matched", "sft_rs.matched"), ("heal_continuous.matched", "sft_rs.paper")]
 
 
-def per_problem(evals: list[dict], n_samples: int) -> dict[str, dict[str, float]]:
+def per_problem(evals: list[dict], n_samples: int, cells: dict | None = None) -> dict[str, dict[str, float]]:
     """"<method>.<budget>" -> problem -> mean correctness over its scored samples and every training
     seed (the plan's unit of pairing). Seeds are pooled only where a problem has records of each."""
     return {name: {p: float(np.mean([np.mean([r["correct"] is True for r in rs]) for rs in per.values()]))
                    for p, per in by_problem.items()}
-            for name, by_problem in scored_cells(evals, n_samples).items()}
+            for name, by_problem in (cells or scored_cells(evals, n_samples)).items()}
 
 
 def scored_cells(evals: list[dict], n_samples: int) -> dict[str, dict[str, dict[str, list[dict]]]]:
@@ -544,7 +544,8 @@ def scored_cells(evals: list[dict], n_samples: int) -> dict[str, dict[str, dict[
     return out
 
 
-def describe(evals: list[dict], n_samples: int, splits: dict[str, str]) -> dict[str, dict[str, dict]]:
+def describe(evals: list[dict], n_samples: int, splits: dict[str, str],
+             cells: dict | None = None) -> dict[str, dict[str, dict]]:
     """The plan's descriptive metrics per "<method>.<budget>" and split ("all" and each split): maj@n and
     pass@n (unbiased) per problem and seed, then averaged over seeds per problem and over problems;
     mean tokens and truncation rate over samples; verified share: the correct samples whose derivation
@@ -552,7 +553,7 @@ def describe(evals: list[dict], n_samples: int, splits: dict[str, str]) -> dict[
     from heal.evaluation import majority_correct, pass_at_k_estimate
 
     out: dict[str, dict[str, dict]] = {}
-    for name, by_problem in sorted(scored_cells(evals, n_samples).items()):
+    for name, by_problem in sorted((cells or scored_cells(evals, n_samples)).items()):
         out[name] = {}
         for split in ["all"] + sorted(set(splits.values())):
             mine = {p: per for p, per in by_problem.items() if split == "all" or splits.get(p) == split}
@@ -609,8 +610,8 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
     (`tiers`: problem -> the teacher's tier from its own tier samples) as description."""
     tiers = tiers or {}
     rng = np.random.default_rng(seed)
-    pp = per_problem(evals, n_samples)
-    cells = scored_cells(evals, n_samples)
+    cells = scored_cells(evals, n_samples)  # once: per_problem, describe and coverage all read it
+    pp = per_problem(evals, n_samples, cells)
 
     def coverage(name: str) -> dict:
         """Which seeds a model has records of, and whether it has all n samples of every test problem
@@ -635,7 +636,7 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
                "per_tier": {t: mean_se([x for p, x in v.items() if tiers.get(p) == t]) for t in tier_names}}
                | coverage(name) for name, v in sorted(pp.items())}}
 
-    for name, d in describe(evals, n_samples, splits).items():
+    for name, d in describe(evals, n_samples, splits, cells).items():
         out["models"][name]["describe"] = d
 
     def one(a: str, b: str) -> dict:
