@@ -703,9 +703,11 @@ def analysis_markdown(out: dict) -> str:
         for split, d in (m.get("describe") or {}).items():
             lines.append(f"| {name} | {split} | {d['problems']} | {_f(d[f'maj@{n_}'])} | {_f(d[f'pass@{n_}'])} | "
                          f"{d['mean_tokens']:.0f} | {_f(d['truncation_rate'])} | {_f(d['verified_share_of_correct'])} |")
+    n_holm = sum(c.get("p_holm") is not None for c in out["secondary"])
+    holm_over = f"{n_holm} of {len(out['secondary'])}" if n_holm else "none yet"
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
-              f"Holm-adjusted over the {sum(c.get('p_holm') is not None for c in out['secondary'])} with records.", "",
+              f"Holm-adjusted over the secondary contrasts that have records ({holm_over}).", "",
               "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
               + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
     for c in [out["primary"] | {"role": "primary"}] + [c | {"role": "secondary"} for c in out["secondary"]]:

@@ -106,6 +106,15 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert "not yet: no records of star.matched" in md and "**" not in md
     assert "| sft_rs.matched | ood | 20 | 0.000 | 0.000 | 50 | 0.000 | - |" in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
+    assert "Holm-adjusted over the secondary contrasts that have records (none yet)." in md
+    # one secondary with records: Holm over a single test leaves its p-value as it is
+    star = [r | {"model": r["model"].replace("heal_continuous", "star")} for r in evals
+            if r["model"].startswith("heal_continuous")]
+    out = exp.analyze(evals + star, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)
+    tested = [c for c in out["secondary"] if "missing" not in c]
+    assert [c["contrast"] for c in tested] == ["star.matched - sft_rs.matched"]
+    assert tested[0]["p_holm"] == tested[0]["p_sign_flip"]
+    assert "(1 of 4)." in exp.analysis_markdown(out)
 
 
 def test_the_primary_decides_only_on_complete_records_of_both_seeds(exp):
