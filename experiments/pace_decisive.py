@@ -643,19 +643,19 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
         if a not in pp or b not in pp:
             return {"missing": [m for m in (a, b) if m not in pp]}
         c = contrast(pp[a], pp[b], rng)
+        # a partial evaluation (interrupted, or a seed not trained yet) is described, never tested: the
+        # plan tests on every test problem, every sample and both seeds of both models
+        c["incomplete"] = [m for m in (a, b) if not out["models"][m]["complete"]]
         c["per_split"] = {s: contrast({p: v for p, v in pp[a].items() if splits.get(p) == s}, pp[b], rng)
                           for s in sorted(set(splits.values()))}
         return c
 
     prim = one(*PRIMARY)
     if prim.get("se") is not None:
-        # the plan decides on every test problem, every sample and both seeds of both students: a
-        # partial evaluation (interrupted, or a seed not trained yet) is reported, never decided
-        prim["incomplete"] = [m for m in PRIMARY if not out["models"][m]["complete"]]
         prim["decided"] = prim["se"] <= 0.025 and not prim["incomplete"]
     out["primary"] = {"contrast": " - ".join(PRIMARY), **prim}
     sec = [{"contrast": " - ".join(pair), **one(*pair)} for pair in SECONDARY]
-    tested = [c for c in sec if c.get("p_sign_flip") is not None]
+    tested = [c for c in sec if c.get("p_sign_flip") is not None and not c["incomplete"]]
     for c, adj in zip(tested, holm([c["p_sign_flip"] for c in tested])):
         c["p_holm"] = adj
     out["secondary"] = sec
@@ -705,9 +705,12 @@ def analysis_markdown(out: dict) -> str:
                          f"{d['mean_tokens']:.0f} | {_f(d['truncation_rate'])} | {_f(d['verified_share_of_correct'])} |")
     n_holm = sum(c.get("p_holm") is not None for c in out["secondary"])
     holm_over = f"{n_holm} of {len(out['secondary'])}" if n_holm else "none yet"
+    partial = [c["contrast"] for c in out["secondary"] if c.get("incomplete")]
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
-              f"Holm-adjusted over the secondary contrasts that have records ({holm_over}).", "",
+              f"Holm-adjusted over the secondary contrasts whose records are complete ({holm_over})"
+              + (f"; {len(partial)} more with partial records, marked incomplete: described, not tested" if partial else "")
+              + ".", "",
               "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
               + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
     for c in [out["primary"] | {"role": "primary"}] + [c | {"role": "secondary"} for c in out["secondary"]]:
@@ -716,8 +719,11 @@ def analysis_markdown(out: dict) -> str:
                          + " |" * (5 + len(splits)))
             continue
         ci = "-" if c["ci95"] is None else f"[{_f(c['ci95'][0])}, {_f(c['ci95'][1])}]"
-        lines.append(f"| {c['contrast']} ({c['role']}) | {_f(c['diff'])} | {_f(c['se'])} | {ci} | "
-                     f"{_p(c['p_bootstrap'])} | {_p(c['p_sign_flip'])} | {_p(c.get('p_holm'))} | "
+        role = c["role"] + (f"; incomplete: {', '.join(c['incomplete'])}, {c['problems']} problems"
+                            if c.get("incomplete") else "")
+        lines.append(f"| {c['contrast']} ({role}) | {_f(c['diff'])} | {_f(c['se'])} | {ci} | "
+                     + ("- | - | - | " if c.get("incomplete") else  # described, not tested: no p-values
+                        f"{_p(c['p_bootstrap'])} | {_p(c['p_sign_flip'])} | {_p(c.get('p_holm'))} | ")
                      + " | ".join(_f(c["per_split"][s]["diff"]) for s in splits) + " |")
     p = out["primary"]
     if p.get("se") is not None and p.get("incomplete"):
@@ -750,7 +756,8 @@ def contrast_plot(out: dict, path: Path) -> None:
                         fmt="o" if k == 0 else ".", color=f"C{k}", ms=6 if k == 0 else 4,
                         label=label if i == 0 else None, alpha=1 if k == 0 else 0.7)
     ax.axvline(0, color="gray", lw=0.8)
-    ax.set_yticks(range(len(rows)), [c["contrast"] for c in reversed(rows)], fontsize=7)
+    ax.set_yticks(range(len(rows)), [c["contrast"] + (" (incomplete)" if c.get("incomplete") else "")
+                                     for c in reversed(rows)], fontsize=7)
     ax.set_xlabel(f"difference in avg@{out['n_samples']} (bootstrap 95% interval)")
     if rows:
         ax.legend(fontsize=7, loc="best")

@@ -106,7 +106,7 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert "not yet: no records of star.matched" in md and "**" not in md
     assert "| sft_rs.matched | ood | 20 | 0.000 | 0.000 | 50 | 0.000 | - |" in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
-    assert "Holm-adjusted over the secondary contrasts that have records (none yet)." in md
+    assert "Holm-adjusted over the secondary contrasts whose records are complete (none yet)." in md
     # one secondary with records: Holm over a single test leaves its p-value as it is
     star = [r | {"model": r["model"].replace("heal_continuous", "star")} for r in evals
             if r["model"].startswith("heal_continuous")]
@@ -115,6 +115,19 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     assert [c["contrast"] for c in tested] == ["star.matched - sft_rs.matched"]
     assert tested[0]["p_holm"] == tested[0]["p_sign_flip"]
     assert "(1 of 4)." in exp.analysis_markdown(out)
+    # a secondary model with one seed so far: its contrast is described (diff, SE) but not tested, and
+    # Holm runs over the complete ones alone
+    paper = [r | {"model": r["model"].replace("sft_rs.matched", "sft_rs.paper")} for r in evals
+             if r["model"] == "sft_rs.matched.s0"]
+    out = exp.analyze(evals + star + paper, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)
+    part = next(c for c in out["secondary"] if c["contrast"] == "heal_continuous.matched - sft_rs.paper")
+    assert part["incomplete"] == ["sft_rs.paper"] and part["se"] is not None and "p_holm" not in part
+    assert [c["contrast"] for c in out["secondary"] if "p_holm" in c] == ["star.matched - sft_rs.matched"]
+    md = exp.analysis_markdown(out)
+    row = next(r for r in md.splitlines() if r.startswith("| heal_continuous.matched - sft_rs.paper ("))
+    assert row.startswith("| heal_continuous.matched - sft_rs.paper (secondary; incomplete: sft_rs.paper, 40 problems) | ")
+    assert row.split(" | ")[4:7] == ["-", "-", "-"]  # no p-values for a contrast not tested
+    assert "(1 of 4); 1 more with partial records, marked incomplete: described, not tested." in md
 
 
 def test_the_primary_decides_only_on_complete_records_of_both_seeds(exp):
