@@ -705,11 +705,11 @@ def analysis_markdown(out: dict) -> str:
                          f"{d['mean_tokens']:.0f} | {_f(d['truncation_rate'])} | {_f(d['verified_share_of_correct'])} |")
     n_holm = sum(c.get("p_holm") is not None for c in out["secondary"])
     holm_over = f"{n_holm} of {len(out['secondary'])}" if n_holm else "none yet"
-    partial = [c["contrast"] for c in out["secondary"] if c.get("incomplete")]
+    n_partial = sum(bool(c.get("incomplete")) for c in out["secondary"])
     lines += ["", "Contrasts (a - b, paired over problems): SE over problems, bootstrap 95% interval and two-sided "
               "p-value (10,000 resamples of problems), sign-flip permutation p-value; the secondary ones also "
               f"Holm-adjusted over the secondary contrasts whose records are complete ({holm_over})"
-              + (f"; {len(partial)} more with partial records, marked incomplete: described, not tested" if partial else "")
+              + (f"; {n_partial} more with partial records, marked incomplete: described, not tested" if n_partial else "")
               + ".", "",
               "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
               + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
