@@ -666,6 +666,11 @@ def _f(x, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _diff_se(c: dict) -> str:
+    """A per-split difference with its paired SE (a split with one problem has none)."""
+    return _f(c["diff"]) + ("" if c.get("se") is None else f" ± {_f(c['se'])}")
+
+
 def _p(x) -> str:
     """A p-value: a bootstrap share of 0 is below one in BOOT, not zero."""
     return "-" if x is None else (f"< {1 / BOOT:g}" if x < 1 / BOOT else f"{x:.4f}")
@@ -712,7 +717,7 @@ def analysis_markdown(out: dict) -> str:
               + (f"; {n_partial} more with partial records, marked incomplete: described, not tested" if n_partial else "")
               + ".", "",
               "| contrast | diff | SE | 95% interval | p bootstrap | p sign-flip | p Holm | "
-              + " | ".join(f"diff {s}" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
+              + " | ".join(f"diff {s} ± SE" for s in splits) + " |", "|---" * (7 + len(splits)) + "|"]
     for c in [out["primary"] | {"role": "primary"}] + [c | {"role": "secondary"} for c in out["secondary"]]:
         if "missing" in c:
             lines.append(f"| {c['contrast']} ({c['role']}) | not yet: no records of {', '.join(c['missing'])} |"
@@ -724,7 +729,7 @@ def analysis_markdown(out: dict) -> str:
         lines.append(f"| {c['contrast']} ({role}) | {_f(c['diff'])} | {_f(c['se'])} | {ci} | "
                      + ("- | - | - | " if c.get("incomplete") else  # described, not tested: no p-values
                         f"{_p(c['p_bootstrap'])} | {_p(c['p_sign_flip'])} | {_p(c.get('p_holm'))} | ")
-                     + " | ".join(_f(c["per_split"][s]["diff"]) for s in splits) + " |")
+                     + " | ".join(_diff_se(c["per_split"][s]) for s in splits) + " |")
     p = out["primary"]
     if p.get("se") is not None and p.get("incomplete"):
         lines += ["", f"Primary contrast not decided: the records of {', '.join(p['incomplete'])} are incomplete "

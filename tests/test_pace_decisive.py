@@ -103,6 +103,10 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     md = exp.analysis_markdown(out)
     assert "solved 30 problems, corner 10 problems" in md and "| sft_rs.matched | 0.500 ± " in md
     assert "| heal_continuous.matched - sft_rs.matched (primary) | 0.250 |" in md
+    # each per-split difference carries its paired SE: ood is +1 on every problem, in_dist half -1, half 0
+    prim = next(r for r in md.splitlines() if r.startswith("| heal_continuous.matched - sft_rs.matched (primary)"))
+    se_in = 0.5 / 19 ** 0.5  # std(ddof=1) of ten -1s and ten 0s is sqrt(5/19), over sqrt(20)
+    assert prim.endswith(f"| -0.500 ± {se_in:.3f} | 1.000 ± 0.000 |") and "diff ood ± SE" in md
     assert "not yet: no records of star.matched" in md and "**" not in md
     assert "| sft_rs.matched | ood | 20 | 0.000 | 0.000 | 50 | 0.000 | - |" in md
     assert f"Primary contrast {'decided' if p['decided'] else 'not decided'}" in md
