@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -603,13 +604,18 @@ def contrast(a: dict[str, float], b: dict[str, float], rng: np.random.Generator,
     return {"diff": mean, "se": se, "ci95": ci95, "problems": n, "p_bootstrap": p_boot, "p_sign_flip": p_flip}
 
 
+def _rng(seed: int, *names: str) -> np.random.Generator:
+    """The resamples of one contrast (and split), seeded by its names: its interval and p-values do not
+    move when another model's records arrive and add contrasts before it."""
+    return np.random.default_rng([seed, zlib.crc32(" ".join(names).encode())])
+
+
 def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int = 0,
             tiers: dict[str, str] | None = None) -> dict:
     """The plan's contrasts: the primary (decided when its SE <= 0.025), the secondary with Holm over
     their sign-flip p-values, each also per split; every model's avg@n per split and per test tier
     (`tiers`: problem -> the teacher's tier from its own tier samples) as description."""
     tiers = tiers or {}
-    rng = np.random.default_rng(seed)
     cells = scored_cells(evals, n_samples)  # once: per_problem, describe and coverage all read it
     pp = per_problem(evals, n_samples, cells)
 
@@ -642,11 +648,11 @@ def analyze(evals: list[dict], n_samples: int, splits: dict[str, str], seed: int
     def one(a: str, b: str) -> dict:
         if a not in pp or b not in pp:
             return {"missing": [m for m in (a, b) if m not in pp]}
-        c = contrast(pp[a], pp[b], rng)
+        c = contrast(pp[a], pp[b], _rng(seed, a, b))
         # a partial evaluation (interrupted, or a seed not trained yet) is described, never tested: the
         # plan tests on every test problem, every sample and both seeds of both models
         c["incomplete"] = [m for m in (a, b) if not out["models"][m]["complete"]]
-        c["per_split"] = {s: contrast({p: v for p, v in pp[a].items() if splits.get(p) == s}, pp[b], rng)
+        c["per_split"] = {s: contrast({p: v for p, v in pp[a].items() if splits.get(p) == s}, pp[b], _rng(seed, a, b, s))
                           for s in sorted(set(splits.values()))}
         return c
 

@@ -118,6 +118,14 @@ def test_analyze_reports_the_primary_with_its_decision_and_holm_over_the_seconda
     tested = [c for c in out["secondary"] if "missing" not in c]
     assert [c["contrast"] for c in tested] == ["star.matched - sft_rs.matched"]
     assert tested[0]["p_holm"] == tested[0]["p_sign_flip"]
+    # each contrast draws its own resamples: star's records, whose contrast comes first, move no other one
+    paper_full = [r | {"model": r["model"].replace("sft_rs.matched", "sft_rs.paper")} for r in evals
+                  if r["model"].startswith("sft_rs.matched")]
+    alone, after_star = (next(c for c in exp.analyze(e, 2, {p: exp.split_of(p) for p in splits}, tiers=tiers)["secondary"]
+                              if c["contrast"] == "heal_continuous.matched - sft_rs.paper")
+                         for e in (evals + paper_full, evals + star + paper_full))
+    for key in ("ci95", "p_bootstrap", "p_sign_flip", "per_split"):
+        assert alone[key] == after_star[key]
     assert "(1 of 4)." in exp.analysis_markdown(out)
     # a secondary model with one seed so far: its contrast is described (diff, SE) but not tested, and
     # Holm runs over the complete ones alone
