@@ -154,18 +154,15 @@ def _parsed(path, unpack: bool = True, store: bool = False) -> Iterator[tuple[in
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                if store and not raw.endswith(b"\n"):
-                    return
-                raise StoreError(f"{path}:{lineno}: not valid UTF-8") from None
-            if not line.strip():
-                continue
-            try:
+                if not line.strip():
+                    continue
                 rec = json.loads(line)
-            except json.JSONDecodeError as e:
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 if store and not raw.endswith(b"\n"):
-                    return
-                raise StoreError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                    return  # the unfinished last line
+                what = (f"not valid JSON ({e.msg} at column {e.colno})" if isinstance(e, json.JSONDecodeError)
+                        else "not valid UTF-8")
+                raise StoreError(f"{path}:{lineno}: {what}") from None
             if not isinstance(rec, dict):
                 raise StoreError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
             yield lineno, _unpack(rec) if unpack else rec
